@@ -1,0 +1,128 @@
+"""The `djdeploy` command line. Commands are thin: they parse, call the domain code, and
+print. A DjdeployError anywhere becomes its message on stderr and its exit code here, at the
+edge. With --json a command prints exactly one JSON document on stdout; everything else goes
+to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from djdeploy.errors import DjdeployError, ExitCode
+
+app = typer.Typer(
+    help="Size, change and undo Gunicorn settings on Django hosts, safely.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+lab_app = typer.Typer(help="Disposable real systemd hosts serving a demo Django app.", no_args_is_help=True)
+app.add_typer(lab_app, name="lab")
+
+stderr = Console(stderr=True, highlight=False)
+stdout = Console(highlight=False)
+
+LabOption = Annotated[
+    Optional[str],
+    typer.Option("--lab", help="Which lab (default: $DJDEPLOY_LAB or 'lab').", show_default=False),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+
+
+def _progress(message: str) -> None:
+    stderr.print(Text("djdeploy: ", style="dim") + Text(message))
+
+
+def _print_json(document: Any) -> None:
+    sys.stdout.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
+
+
+def _lab(name: str | None):
+    from djdeploy.lab.fleet import Lab
+
+    return Lab(name, log=_progress)
+
+
+def _hosts_table(hosts: list[dict[str, Any]]) -> Table:
+    table = Table("host", "address", "url", "cpus", "memory", "import delay", "state")
+    for h in hosts:
+        memory = f"{h['memory_bytes'] / 1024**3:.1f}G" if h["memory_bytes"] else "machine"
+        table.add_row(
+            h["host"], h["address"], h["url"], str(h["cpus"] or "machine"), memory, f"{h['import_delay']:g} s",
+            h["state"],
+        )
+    return table
+
+
+@lab_app.command("up")
+def lab_up(
+    hosts: Annotated[int, typer.Option("--hosts", help="How many hosts: web01 … webNN.")] = 1,
+    cpus: Annotated[Optional[int], typer.Option("--cpus", help="CPUs each host may use (cpuset).")] = None,
+    memory: Annotated[Optional[str], typer.Option("--memory", help="Memory limit per host, e.g. 1G.")] = None,
+    import_delay: Annotated[
+        float, typer.Option("--import-delay", help="Seconds the demo app's URLconf import takes.")
+    ] = 0.0,
+    lab: LabOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create and boot lab hosts, each serving the demo app through nginx and gunicorn."""
+    started = _lab(lab).up(hosts, cpus=cpus, memory=memory, import_delay=import_delay)
+    if as_json:
+        _print_json({"hosts": started})
+        return
+    stdout.print(_hosts_table(started))
+    stdout.print(f"inventory: {started[0]['inventory']}")
+
+
+@lab_app.command("ls")
+def lab_ls(lab: LabOption = None, as_json: JsonOption = False) -> None:
+    """List the lab's hosts: addresses, URLs, sizes and state."""
+    hosts = _lab(lab).hosts()
+    if as_json:
+        _print_json({"hosts": hosts})
+    elif hosts:
+        stdout.print(_hosts_table(hosts))
+    else:
+        stderr.print("no lab hosts (start some with `djdeploy lab up`)")
+
+
+@lab_app.command(
+    "exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
+def lab_exec(
+    host: Annotated[str, typer.Argument(help="Host name, e.g. web01.")],
+    command: Annotated[list[str], typer.Argument(help="Command to run as root inside the host (after --).")],
+    lab: LabOption = None,
+) -> None:
+    """Run a command inside a host as root; its exit code passes through."""
+    raise typer.Exit(_lab(lab).exec(host, command))
+
+
+@lab_app.command("down")
+def lab_down(
+    hosts: Annotated[Optional[list[str]], typer.Argument(help="Hosts to remove (default: all).")] = None,
+    lab: LabOption = None,
+) -> None:
+    """Stop and remove hosts with their namespaces, links, cgroups and files."""
+    removed = _lab(lab).down(hosts or None)
+    stderr.print(f"removed: {', '.join(removed)}" if removed else "nothing of this lab was running")
+
+
+def main() -> None:
+    try:
+        app()
+    except DjdeployError as exc:
+        stderr.print(Text("djdeploy: error: ", style="bold red") + Text(exc.message))
+        if exc.fix:
+            stderr.print(Text(f"  fix: {exc.fix}"))
+        sys.exit(int(exc.exit_code))
+    except KeyboardInterrupt:
+        stderr.print("djdeploy: interrupted")
+        sys.exit(int(ExitCode.ERROR))

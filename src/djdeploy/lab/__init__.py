@@ -1,0 +1,1 @@
+"""Disposable real systemd hosts serving the demo Django app, for trying and testing djdeploy."""
