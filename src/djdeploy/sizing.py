@@ -1,0 +1,626 @@
+"""Facts about a host in, Gunicorn settings out, each with a reason a person can read.
+
+This is the only place djdeploy does sizing arithmetic. The Ansible role gathers facts,
+a thin filter plugin calls ``plan``, and templates only print what comes back: nothing
+is computed twice, so the config header, the CLI report and the running config agree.
+Same facts and options, same plan, always.
+
+Pure: standard library only, no I/O.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, Literal, TypedDict, cast
+
+from djdeploy.errors import DjdeployError
+from djdeploy.gunicorn_settings import GTHREAD_WORKER_CLASSES, SETTINGS, validate_settings
+
+__all__ = [
+    "DEFAULT_BIND",
+    "DEFAULT_WORKER_MEMORY_BYTES",
+    "FACT_NAMES",
+    "OPTION_NAMES",
+    "Plan",
+    "format_mib",
+    "plan",
+]
+
+MIB = 1024 * 1024
+DEFAULT_WORKER_MEMORY_BYTES = 64 * MIB
+DEFAULT_MEMORY_RESERVE_FRACTION = 0.2
+DEFAULT_BIND = ("127.0.0.1:8000",)
+DEFAULT_OVERRIDE_SOURCE = "overrides"
+# cgroup v1 reports "no limit" as 2**63 rounded down to a page, and v2 hosts sometimes echo
+# it; nothing real comes close to an exbibyte, so anything from here up means "no limit".
+UNLIMITED_MEMORY_BYTES = 2**60
+MAX_PLAUSIBLE_BYTES = 2**60
+MAX_PLAUSIBLE_CPUS = 65536
+MAX_WORKERS = cast(int, SETTINGS["workers"].maximum)
+
+Profile = Literal["cpu", "io", "mixed"]
+# (worker_class, threads, why): sync for CPU-bound apps avoids GIL contention between
+# threads; I/O-bound apps overlap database and network waits with threads instead.
+_PROFILES: Mapping[str, tuple[str, int, str]] = {
+    "cpu": ("sync", 1, "profile cpu: CPU-bound requests gain nothing from threads sharing the GIL"),
+    "io": ("gthread", 4, "profile io: threads overlap time spent waiting on the database and network"),
+    "mixed": ("gthread", 2, "profile mixed: a second thread overlaps I/O waits without much GIL contention"),
+}
+
+FACT_NAMES = (
+    "cgroup_memory_limit_bytes",
+    "cgroup_memory_usage_bytes",
+    "cpu_quota",
+    "cpus_affinity",
+    "cpus_online",
+    "gunicorn_pss_total_bytes",
+    "mem_available_bytes",
+    "mem_total_bytes",
+    "worker_pss_bytes",
+    "worker_pss_source",
+)
+OPTION_NAMES = (
+    "bind",
+    "db_hosts_sharing",
+    "db_max_connections",
+    "default_worker_memory_bytes",
+    "memory_reserve_fraction",
+    "override_source",
+    "overrides",
+    "profile",
+)
+_PSS_SOURCES = ("measured", "import")
+
+
+class Plan(TypedDict):
+    """What ``plan`` returns; every part is JSON-able, keys sorted."""
+
+    settings: dict[str, object]
+    reasons: dict[str, str]
+    inputs: dict[str, object]
+    warnings: list[str]
+
+
+def plan(facts: Mapping[str, Any], options: Mapping[str, Any]) -> Plan:
+    """Size Gunicorn for one host and explain every setting.
+
+    Raises DjdeployError naming the culprit when a fact or option is invalid, when memory
+    cannot fit a single worker, or when the database budget leaves this host no connection.
+    """
+    host = _read_facts(facts)
+    opts = _read_options(options)
+    overrides = validate_settings(opts.overrides, source=opts.override_source)
+    warnings = _fact_warnings(host, opts)
+    memory = _memory_budget(host, opts)
+    database = _database_budget(opts)
+    decided = _concurrency(opts.profile, overrides, opts.override_source)
+    decided.update(_workers(_usable_cpus(host), memory, database, decided, overrides, opts.override_source, warnings))
+    decided.update(_fixed_settings(opts))
+    decided.update(_recycling(overrides, opts.override_source))
+    decided.update({name: _Decided(value, f"set by {opts.override_source}") for name, value in overrides.items()})
+    warnings.extend(_worker_class_warnings(decided, database))
+    settings = validate_settings({name: d.value for name, d in decided.items()}, source=opts.override_source)
+    return {
+        "settings": settings,
+        "reasons": {name: f"{name}={_shown(settings[name])}: {decided[name].why}" for name in settings},
+        "inputs": host.as_dict(),
+        "warnings": warnings,
+    }
+
+
+def format_mib(size_bytes: int | float | Fraction) -> str:
+    """Bytes as MiB with at most one decimal ("38 MiB", "819.2 MiB"), the unit of every reason."""
+    if 0 < size_bytes < MIB / 10:
+        return f"{int(size_bytes)} bytes"  # "0 MiB each" would hide a nonsense input
+    tenths = round(Fraction(size_bytes) * 10 / MIB)
+    whole, tenth = divmod(tenths, 10)
+    return f"{whole} MiB" if tenth == 0 else f"{whole}.{tenth} MiB"
+
+
+# --- facts -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _HostFacts:
+    """The normalized facts; ``as_dict`` is what the config header records."""
+
+    cpus_affinity: int
+    cpu_quota: float | None
+    cpus_online: int
+    mem_total_bytes: int
+    mem_available_bytes: int
+    cgroup_memory_limit_bytes: int | None
+    cgroup_memory_usage_bytes: int | None
+    worker_pss_bytes: int | None
+    worker_pss_source: str | None
+    gunicorn_pss_total_bytes: int
+
+    def as_dict(self) -> dict[str, object]:
+        return dict(sorted(dataclasses.asdict(self).items()))
+
+
+def _read_facts(facts: Mapping[str, Any]) -> _HostFacts:
+    _check_names(facts, FACT_NAMES, what="host fact")
+    pss_bytes = _optional_int(facts, "worker_pss_bytes", minimum=1, maximum=MAX_PLAUSIBLE_BYTES, what="host fact")
+    return _HostFacts(
+        cpus_affinity=_int(facts, "cpus_affinity", minimum=1, maximum=MAX_PLAUSIBLE_CPUS, what="host fact"),
+        cpu_quota=_cpu_quota(facts),
+        cpus_online=_int(facts, "cpus_online", minimum=1, maximum=MAX_PLAUSIBLE_CPUS, what="host fact"),
+        mem_total_bytes=_byte_fact(facts, "mem_total_bytes", minimum=1),
+        mem_available_bytes=_byte_fact(facts, "mem_available_bytes"),
+        cgroup_memory_limit_bytes=_cgroup_limit(facts),
+        cgroup_memory_usage_bytes=_optional_int(
+            facts, "cgroup_memory_usage_bytes", maximum=MAX_PLAUSIBLE_BYTES, what="host fact"
+        ),
+        worker_pss_bytes=pss_bytes,
+        worker_pss_source=_pss_source(facts, pss_known=pss_bytes is not None),
+        gunicorn_pss_total_bytes=_byte_fact(facts, "gunicorn_pss_total_bytes"),
+    )
+
+
+def _byte_fact(facts: Mapping[str, Any], name: str, *, minimum: int = 0) -> int:
+    return _int(facts, name, minimum=minimum, maximum=MAX_PLAUSIBLE_BYTES, what="host fact")
+
+
+def _cpu_quota(facts: Mapping[str, Any]) -> float | None:
+    quota = _present(facts, "cpu_quota", what="host fact")
+    if quota is None:
+        return None
+    if isinstance(quota, bool) or not isinstance(quota, (int, float)) or not math.isfinite(quota) or quota <= 0:
+        raise _invalid("host fact", "cpu_quota", "a positive number of cores or null (no quota)", quota)
+    return float(quota)
+
+
+def _cgroup_limit(facts: Mapping[str, Any]) -> int | None:
+    limit = _optional_int(facts, "cgroup_memory_limit_bytes", what="host fact")
+    return None if limit is None or limit >= UNLIMITED_MEMORY_BYTES else limit
+
+
+def _pss_source(facts: Mapping[str, Any], *, pss_known: bool) -> str | None:
+    source = _present(facts, "worker_pss_source", what="host fact")
+    if pss_known and source not in _PSS_SOURCES:
+        raise _invalid("host fact", "worker_pss_source", "'measured' or 'import' when worker_pss_bytes is set", source)
+    if not pss_known and source is not None:
+        raise _invalid("host fact", "worker_pss_source", "null when worker_pss_bytes is null", source)
+    return None if source is None else str.__str__(source)
+
+
+# --- options -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Options:
+    profile: Profile
+    default_worker_memory_bytes: int
+    memory_reserve_fraction: float
+    db_max_connections: int | None
+    db_hosts_sharing: int
+    bind: list[str]
+    bind_is_default: bool
+    overrides: Mapping[str, object]
+    override_source: str
+
+
+def _read_options(options: Mapping[str, Any]) -> _Options:
+    _check_names(options, OPTION_NAMES, what="sizing option")
+    # null means "use the default", so a role can pass its unset variables straight through.
+    given = {name: value for name, value in options.items() if value is not None}
+    defaults = {
+        "bind": list(DEFAULT_BIND),
+        "db_hosts_sharing": 1,
+        "default_worker_memory_bytes": DEFAULT_WORKER_MEMORY_BYTES,
+        "memory_reserve_fraction": DEFAULT_MEMORY_RESERVE_FRACTION,
+        "override_source": DEFAULT_OVERRIDE_SOURCE,
+        "overrides": {},
+        "profile": "mixed",
+    }
+    merged = {**defaults, **given}
+    return _Options(
+        profile=_profile(merged["profile"]),
+        default_worker_memory_bytes=_int(
+            merged, "default_worker_memory_bytes", minimum=1, maximum=MAX_PLAUSIBLE_BYTES, what="sizing option"
+        ),
+        memory_reserve_fraction=_reserve_fraction(merged["memory_reserve_fraction"]),
+        db_max_connections=_optional_int(merged, "db_max_connections", minimum=1, what="sizing option"),
+        db_hosts_sharing=_int(merged, "db_hosts_sharing", minimum=1, what="sizing option"),
+        bind=_bind(merged["bind"]),
+        bind_is_default="bind" not in given,
+        overrides=_overrides(merged["overrides"]),
+        override_source=_override_source(merged["override_source"]),
+    )
+
+
+def _profile(value: object) -> Profile:
+    if isinstance(value, str) and value in _PROFILES:
+        return cast(Profile, str.__str__(value))
+    raise _invalid("sizing option", "profile", "one of cpu, io, mixed", value)
+
+
+def _reserve_fraction(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise _invalid("sizing option", "memory_reserve_fraction", "a number from 0 up to (not including) 1", value)
+    return float(value)
+
+
+def _bind(value: object) -> list[str]:
+    bind = validate_settings({"bind": value}, source="sizing option bind")["bind"]
+    return cast(list[str], bind)
+
+
+def _overrides(value: object) -> Mapping[str, object]:
+    if not isinstance(value, Mapping):
+        raise _invalid("sizing option", "overrides", "a mapping of gunicorn setting names to values", value)
+    return value
+
+
+def _override_source(value: object) -> str:
+    if not isinstance(value, str) or not value or not value.isprintable() or len(value) > 100:
+        raise _invalid("sizing option", "override_source", "short printable text such as '--set'", value)
+    return str.__str__(value)
+
+
+# --- shared checks for facts and options -------------------------------------------------
+
+
+def _check_names(given: Mapping[str, Any], known: tuple[str, ...], *, what: str) -> None:
+    if not isinstance(given, Mapping):
+        raise DjdeployError(f"{what}s must be a mapping, got {type(given).__name__}")
+    for name in given:
+        if name not in known:
+            close = difflib.get_close_matches(str(name), known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise DjdeployError(f"unknown {what} {name!r}{hint}", fix=f"known {what}s: {', '.join(known)}")
+    if what == "host fact":
+        missing = [name for name in known if name not in given]
+        if missing:
+            raise DjdeployError(
+                f"missing host fact {missing[0]!r}",
+                fix="the role must gather every fact; use null where a fact does not apply",
+            )
+
+
+def _present(values: Mapping[str, Any], name: str, *, what: str) -> object:
+    if name not in values:
+        raise DjdeployError(f"missing {what} {name!r}")
+    return values[name]
+
+
+def _int(values: Mapping[str, Any], name: str, *, minimum: int, maximum: int | None = None, what: str) -> int:
+    value = _present(values, name, what=what)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _invalid(what, name, "an integer", value)
+    if value < minimum or (maximum is not None and value > maximum):
+        limits = f"at least {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+        raise _invalid(what, name, f"an integer {limits}", value)
+    return int(value)
+
+
+def _optional_int(
+    values: Mapping[str, Any], name: str, *, minimum: int = 0, maximum: int | None = None, what: str
+) -> int | None:
+    if values.get(name) is None:
+        return None
+    return _int(values, name, minimum=minimum, maximum=maximum, what=what)
+
+
+def _invalid(what: str, name: str, expected: str, got: object) -> DjdeployError:
+    shown = repr(got)
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    return DjdeployError(f"{what} {name} must be {expected}, got {type(got).__name__} {shown}")
+
+
+# --- derived quantities ------------------------------------------------------------------
+
+
+def _usable_cpus(host: _HostFacts) -> tuple[int, str]:
+    """CPUs this service may really use: the affinity mask, further capped by a CFS quota.
+
+    A quota of 1.5 cores still lets 2 workers make progress, so it rounds up; rounding to
+    micro-cores first keeps float noise (2.0000000001) from adding a whole CPU.
+    """
+    cpus = max(1, host.cpus_affinity)
+    if host.cpu_quota is None:
+        return cpus, _cpus_text(cpus)
+    by_quota = max(1, math.ceil(round(host.cpu_quota, 6)))
+    if by_quota >= cpus:
+        return cpus, _cpus_text(cpus)
+    return by_quota, f"{_cpus_text(by_quota)} (CPU quota {host.cpu_quota:g} of {_cpus_text(cpus)}, rounded up)"
+
+
+def _cpus_text(count: int) -> str:
+    return f"{count} CPU{'' if count == 1 else 's'}"
+
+
+@dataclass(frozen=True)
+class _MemoryBudget:
+    """Memory the workers may use, and what one worker is taken to need."""
+
+    headroom: int  # the tighter of host and cgroup headroom, before the reserve
+    headroom_label: str
+    budget: int  # headroom minus the reserve; workers × per_worker must fit in it
+    reserve_fraction: float
+    per_worker: int
+    per_worker_label: str
+
+    @property
+    def worker_cap(self) -> int:
+        return self.budget // self.per_worker
+
+    def each(self) -> str:
+        size = format_mib(self.per_worker)
+        if self.per_worker_label == "assumed":
+            return f"{size} each (assumed; PSS unknown)"
+        return f"{size} {self.per_worker_label} each"
+
+    def allows(self, count: int, *, only: bool = False) -> str:
+        return f"memory allows {'only ' if only else ''}{count} at {self.each()}"
+
+    def describe(self) -> str:
+        kept = _percent(1 - Fraction(repr(self.reserve_fraction)))
+        return f"budget {format_mib(self.budget)} = {kept} of {self.headroom_label} {format_mib(self.headroom)}"
+
+
+def _memory_budget(host: _HostFacts, opts: _Options) -> _MemoryBudget:
+    """Memory available to Gunicorn once it is restarted, minus the reserve.
+
+    What the running Gunicorn holds (gunicorn_pss_total_bytes) comes back when its workers
+    are replaced, so it counts as available. A cgroup limit, when set, may be tighter than
+    the host. The reserve fraction is kept for the OS, page cache and request spikes.
+    """
+    returned = host.gunicorn_pss_total_bytes
+    headroom, label = host.mem_available_bytes + returned, "MemAvailable + running gunicorn"
+    if host.cgroup_memory_limit_bytes is not None:
+        usage = host.cgroup_memory_usage_bytes or 0
+        cgroup_headroom = max(0, host.cgroup_memory_limit_bytes - usage + returned)
+        if cgroup_headroom < headroom:
+            headroom, label = cgroup_headroom, "cgroup limit − usage + running gunicorn"
+    # Fraction(repr(0.2)) is exactly 1/5, so 1 GiB × 0.8 is exactly 819.2 MiB, not a hair less.
+    budget = math.floor(headroom * (1 - Fraction(repr(opts.memory_reserve_fraction))))
+    per_worker, per_worker_label = _worker_memory(host, opts)
+    return _MemoryBudget(headroom, label, budget, opts.memory_reserve_fraction, per_worker, per_worker_label)
+
+
+def _worker_memory(host: _HostFacts, opts: _Options) -> tuple[int, str]:
+    if host.worker_pss_bytes is None:
+        return opts.default_worker_memory_bytes, "assumed"
+    if host.worker_pss_source == "import":
+        return host.worker_pss_bytes, "PSS at import"
+    return host.worker_pss_bytes, "PSS"
+
+
+@dataclass(frozen=True)
+class _DatabaseBudget:
+    """This host's share of the database's connections; each worker thread may hold one."""
+
+    max_connections: int
+    hosts_sharing: int
+
+    @property
+    def per_host(self) -> int:
+        return self.max_connections // self.hosts_sharing
+
+    def describe(self) -> str:
+        if self.hosts_sharing == 1:
+            return f"{self.per_host} database connections"
+        return f"{self.max_connections} database connections ÷ {self.hosts_sharing} hosts = {self.per_host} per host"
+
+
+def _database_budget(opts: _Options) -> _DatabaseBudget | None:
+    if opts.db_max_connections is None:
+        return None
+    database = _DatabaseBudget(opts.db_max_connections, opts.db_hosts_sharing)
+    if database.per_host < 1:
+        raise DjdeployError(
+            f"the database budget leaves this host no connection: {database.describe()}, "
+            "and even 1 worker × 1 thread needs one",
+            fix="raise db_max_connections or lower db_hosts_sharing",
+        )
+    return database
+
+
+# --- decisions ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Decided:
+    value: object
+    why: str
+
+
+def _concurrency(profile: Profile, overrides: Mapping[str, object], source: str) -> dict[str, _Decided]:
+    """worker_class and threads from the profile, unless the user pinned either.
+
+    Pinning one implies the other: threads > 1 needs gthread, and a non-threaded worker
+    class runs one thread. Filling in the partner avoids a contradiction the user never wrote.
+    """
+    profile_class, profile_threads, profile_why = _PROFILES[profile]
+    pinned_threads = overrides.get("threads")
+    if "worker_class" in overrides:
+        worker_class = _Decided(overrides["worker_class"], f"set by {source}")
+    elif isinstance(pinned_threads, int) and pinned_threads > 1 and profile_class not in GTHREAD_WORKER_CLASSES:
+        worker_class = _Decided("gthread", f"threads={pinned_threads} set by {source} needs the threaded worker")
+    else:
+        worker_class = _Decided(profile_class, profile_why)
+    if pinned_threads is not None:
+        threads = _Decided(pinned_threads, f"set by {source}")
+    elif worker_class.value not in GTHREAD_WORKER_CLASSES:
+        threads = _Decided(1, f"worker_class {worker_class.value} runs one thread per worker")
+    else:
+        threads = _Decided(profile_threads, profile_why)
+    return {"worker_class": worker_class, "threads": threads}
+
+
+def _workers(
+    cpus: tuple[int, str],
+    memory: _MemoryBudget,
+    database: _DatabaseBudget | None,
+    decided: Mapping[str, _Decided],
+    overrides: Mapping[str, object],
+    source: str,
+    warnings: list[str],
+) -> dict[str, _Decided]:
+    """workers (and threads, if the database forces it): CPUs, then memory, then database."""
+    threads = decided["threads"]
+    thread_count = threads.value
+    assert isinstance(thread_count, int)  # validated, or from _PROFILES
+    if "workers" in overrides:
+        workers = overrides["workers"]
+        assert isinstance(workers, int)  # validated
+        warnings.extend(_pinned_workers_warnings(workers, thread_count, memory, database, source))
+        return {"workers": _Decided(workers, f"set by {source}")}
+    by_cpu, cpu_why = _cpu_workers(cpus)
+    count, parts = _within_memory(by_cpu, memory)
+    result: dict[str, _Decided] = {}
+    if database is not None:
+        count, database_why, fewer_threads = _within_database(count, thread_count, database)
+        if fewer_threads is not None and "threads" in overrides:
+            # The user pinned threads: keep them at one worker, and say what it risks.
+            database_why = f"{database.describe()} fit less than one worker at {thread_count} threads"
+            warnings.append(
+                f"threads={thread_count} set by {source} needs {thread_count} connections per worker, "
+                f"more than {database.describe()}; requests may fail with 'too many connections'"
+            )
+        elif fewer_threads is not None:
+            result["threads"] = _Decided(
+                fewer_threads, f"{threads.why}; reduced from {thread_count} to fit {database.describe()}"
+            )
+        parts.append(database_why)
+    # Show the CPU arithmetic's result only when a cap changed it; otherwise it is the value.
+    head = cpu_why if count == by_cpu or by_cpu == MAX_WORKERS else f"{cpu_why} = {by_cpu}"
+    result["workers"] = _Decided(count, "; ".join([head, *parts]))
+    return result
+
+
+def _cpu_workers(cpus: tuple[int, str]) -> tuple[int, str]:
+    """2 × CPUs + 1: a worker per CPU serving while another waits on I/O, plus one spare."""
+    count, cpus_text = cpus
+    by_cpu = 2 * count + 1
+    if by_cpu > MAX_WORKERS:
+        return MAX_WORKERS, f"{cpus_text} × 2 + 1 = {by_cpu}, capped at {MAX_WORKERS}"
+    return by_cpu, f"{cpus_text} × 2 + 1"
+
+
+def _within_memory(by_cpu: int, memory: _MemoryBudget) -> tuple[int, list[str]]:
+    cap = memory.worker_cap
+    if cap < 1:
+        raise DjdeployError(
+            f"memory cannot fit one gunicorn worker: {memory.describe()}, "
+            f"less than one worker at {memory.each()}",
+            fix="free memory, raise the cgroup memory limit, lower memory_reserve_fraction, or set workers explicitly",
+        )
+    if cap >= by_cpu:
+        return by_cpu, [memory.allows(cap)]
+    return cap, [memory.allows(cap, only=True), memory.describe()]
+
+
+def _within_database(count: int, threads: int, database: _DatabaseBudget) -> tuple[int, str, int | None]:
+    """Keep workers × threads within this host's connections: (workers, why, fewer threads or None).
+
+    Workers go first, since each thread of each worker may hold a connection; but never
+    below one worker: then threads shrink instead (per_host >= 1 is checked up front).
+    """
+    fitting = database.per_host // threads
+    if fitting >= count:
+        return count, f"{database.describe()} allow {fitting} at {threads} threads each", None
+    if fitting >= 1:
+        return fitting, f"{database.describe()} allow only {fitting} at {threads} threads each", None
+    return 1, f"{database.describe()} allow only 1 worker at {database.per_host} threads", database.per_host
+
+
+def _pinned_workers_warnings(
+    workers: int, threads: int, memory: _MemoryBudget, database: _DatabaseBudget | None, source: str
+) -> list[str]:
+    """The user asked explicitly, so a pinned count stands; say what it risks."""
+    warnings = []
+    if workers > memory.worker_cap:
+        warnings.append(
+            f"workers={workers} set by {source} exceeds what memory allows "
+            f"({memory.worker_cap} at {memory.each()}; {memory.describe()}); "
+            "the host may swap or the kernel may kill workers"
+        )
+    if database is not None and workers * threads > database.per_host:
+        warnings.append(
+            f"workers={workers} set by {source} at {threads} threads each needs {workers * threads} "
+            f"connections, more than {database.describe()}; requests may fail with 'too many connections'"
+        )
+    return warnings
+
+
+def _fixed_settings(opts: _Options) -> dict[str, _Decided]:
+    bind_why = (
+        "localhost only; nginx on the same host proxies to it"
+        if opts.bind_is_default
+        else "from the bind option"
+    )
+    return {
+        "timeout": _Decided(30, "a worker silent for 30 s is stuck; kill and restart it (gunicorn's default)"),
+        "graceful_timeout": _Decided(30, "in-flight requests get as long to finish on restart as timeout allows"),
+        "keepalive": _Decided(5, "nginx on the same host reuses connections; short, so idle ones don't hold workers"),
+        "backlog": _Decided(2048, "pending connections queued while all workers are busy (gunicorn's default)"),
+        "bind": _Decided(opts.bind, bind_why),
+        "preload_app": _Decided(True, "load the app once in the master so workers share its memory pages"),
+        "worker_tmp_dir": _Decided("/dev/shm", "heartbeat files on tmpfs, so a slow disk doesn't get workers killed"),
+    }
+
+
+def _recycling(overrides: Mapping[str, object], source: str) -> dict[str, _Decided]:
+    """Recycle workers to bound slow memory leaks; jitter so they don't all restart at once."""
+    if "max_requests" in overrides:
+        max_requests, max_why = overrides["max_requests"], f"set by {source}"
+    else:
+        max_requests, max_why = 1000, "recycle a worker after 1000 requests to bound slow memory leaks"
+    assert isinstance(max_requests, int)  # validated
+    jitter_why = f"10% of max_requests={max_requests}, so workers don't all restart at once"
+    return {
+        "max_requests": _Decided(max_requests, max_why),
+        "max_requests_jitter": _Decided(max_requests // 10, jitter_why),
+    }
+
+
+# --- warnings ----------------------------------------------------------------------------
+
+
+def _fact_warnings(host: _HostFacts, opts: _Options) -> list[str]:
+    warnings = []
+    if host.worker_pss_bytes is None:
+        warnings.append(
+            f"memory PSS unknown; assumed {format_mib(opts.default_worker_memory_bytes)} per worker"
+        )
+    elif host.worker_pss_source == "import":
+        warnings.append(
+            f"worker PSS ({format_mib(host.worker_pss_bytes)}) was measured at import, before serving traffic; "
+            "real workers grow, so plan again once workers have run under load"
+        )
+    if host.cgroup_memory_limit_bytes is not None and host.cgroup_memory_usage_bytes is None:
+        warnings.append("cgroup memory usage unknown; assumed 0 bytes used within the cgroup limit")
+    return warnings
+
+
+def _worker_class_warnings(decided: Mapping[str, _Decided], database: _DatabaseBudget | None) -> list[str]:
+    worker_class = decided["worker_class"].value
+    if database is None or worker_class in GTHREAD_WORKER_CLASSES or worker_class == "sync":
+        return []
+    return [
+        f"worker_class={worker_class}: the database budget assumes one connection per thread, "
+        "but async workers may open one per connection (up to worker_connections each)"
+    ]
+
+
+# --- formatting --------------------------------------------------------------------------
+
+
+def _percent(fraction: Fraction) -> str:
+    tenths = round(fraction * 1000)
+    whole, tenth = divmod(tenths, 10)
+    return f"{whole}%" if tenth == 0 else f"{whole}.{tenth}%"
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, list):
+        return ",".join(str(item) for item in value)
+    return str(value)

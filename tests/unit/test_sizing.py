@@ -1,0 +1,560 @@
+"""Sizing: real host shapes with exact answers, and properties that must hold for any host."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from fractions import Fraction
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from djdeploy.errors import DjdeployError, ExitCode
+from djdeploy.gunicorn_settings import validate_settings
+from djdeploy.sizing import FACT_NAMES, format_mib, plan
+
+MiB = 2**20
+GiB = 2**30
+CGROUP_V1_UNLIMITED = 2**63 - 4096
+
+
+def host(**changes: Any) -> dict[str, Any]:
+    """One CPU, 1.5 GiB available, no cgroup limit, workers measured at 40 MiB PSS."""
+    facts: dict[str, Any] = {
+        "cpus_affinity": 1,
+        "cpu_quota": None,
+        "cpus_online": 1,
+        "mem_total_bytes": 2 * GiB,
+        "mem_available_bytes": 1536 * MiB,
+        "cgroup_memory_limit_bytes": None,
+        "cgroup_memory_usage_bytes": None,
+        "worker_pss_bytes": 40 * MiB,
+        "worker_pss_source": "measured",
+        "gunicorn_pss_total_bytes": 0,
+    }
+    facts.update(changes)
+    return facts
+
+
+def refusal(facts: dict[str, Any], options: dict[str, Any] | None = None) -> DjdeployError:
+    with pytest.raises(DjdeployError) as caught:
+        plan(facts, options or {})
+    assert caught.value.exit_code is ExitCode.REFUSED
+    return caught.value
+
+
+# --- real hosts, exact answers ---------------------------------------------------------------
+
+REAL_HOSTS = [
+    pytest.param(
+        host(cgroup_memory_limit_bytes=GiB, cgroup_memory_usage_bytes=200 * MiB, worker_pss_bytes=38 * MiB),
+        {},
+        (3, "gthread", 2),
+        "workers=3: 1 CPU × 2 + 1; memory allows 17 at 38 MiB PSS each",
+        id="1 CPU, 1 GiB cgroup with 200 MiB used, 38 MiB PSS",
+    ),
+    pytest.param(
+        host(cpus_affinity=2, cpus_online=2, mem_available_bytes=4 * GiB, worker_pss_bytes=100 * MiB),
+        {"profile": "cpu"},
+        (5, "sync", 1),
+        "workers=5: 2 CPUs × 2 + 1; memory allows 32 at 100 MiB PSS each",
+        id="2 CPUs, cpu profile",
+    ),
+    pytest.param(
+        host(cpus_affinity=2, cpus_online=2, cpu_quota=0.5),
+        {},
+        (3, "gthread", 2),
+        "workers=3: 1 CPU (CPU quota 0.5 of 2 CPUs, rounded up) × 2 + 1; memory allows 30 at 40 MiB PSS each",
+        id="cpu quota 0.5 on a 2-CPU box",
+    ),
+    pytest.param(
+        host(cpus_affinity=4, cpus_online=4, cpu_quota=1.5),
+        {"profile": "io"},
+        (5, "gthread", 4),
+        "workers=5: 2 CPUs (CPU quota 1.5 of 4 CPUs, rounded up) × 2 + 1; memory allows 30 at 40 MiB PSS each",
+        id="cpu quota 1.5 on 4 CPUs rounds up to 2",
+    ),
+    pytest.param(
+        host(cpus_affinity=4, cpus_online=4, cpu_quota=2.0000000001),
+        {},
+        (5, "gthread", 2),
+        "workers=5: 2 CPUs (CPU quota 2 of 4 CPUs, rounded up) × 2 + 1; memory allows 30 at 40 MiB PSS each",
+        id="float noise in the quota does not add a CPU",
+    ),
+    pytest.param(
+        host(cpus_affinity=2, cpus_online=8, cpu_quota=8.0),
+        {},
+        (5, "gthread", 2),
+        "workers=5: 2 CPUs × 2 + 1; memory allows 30 at 40 MiB PSS each",
+        id="quota above the affinity mask does not bind",
+    ),
+    pytest.param(
+        host(cpus_affinity=8, cpus_online=8, mem_available_bytes=300 * MiB, worker_pss_bytes=None, worker_pss_source=None),
+        {},
+        (3, "gthread", 2),
+        "workers=3: 8 CPUs × 2 + 1 = 17; memory allows only 3 at 64 MiB each (assumed; PSS unknown); "
+        "budget 240 MiB = 80% of MemAvailable + running gunicorn 300 MiB",
+        id="8 CPUs with tiny memory and unknown PSS",
+    ),
+    pytest.param(
+        host(cpus_affinity=8, cpus_online=8, mem_available_bytes=8 * GiB, worker_pss_bytes=100 * MiB),
+        {"profile": "io", "db_max_connections": 40, "db_hosts_sharing": 4},
+        (2, "gthread", 4),
+        "workers=2: 8 CPUs × 2 + 1 = 17; memory allows 65 at 100 MiB PSS each; "
+        "40 database connections ÷ 4 hosts = 10 per host allow only 2 at 4 threads each",
+        id="db budget 40 over 4 hosts with threads 4",
+    ),
+    pytest.param(
+        host(cpus_affinity=8, cpus_online=8, mem_available_bytes=8 * GiB, worker_pss_bytes=100 * MiB),
+        {"profile": "io", "db_max_connections": 3},
+        (1, "gthread", 3),
+        "workers=1: 8 CPUs × 2 + 1 = 17; memory allows 65 at 100 MiB PSS each; "
+        "3 database connections allow only 1 worker at 3 threads",
+        id="db budget below one worker's threads reduces threads",
+    ),
+    pytest.param(
+        host(mem_available_bytes=8 * GiB),
+        {"db_max_connections": 100},
+        (3, "gthread", 2),
+        "workers=3: 1 CPU × 2 + 1; memory allows 163 at 40 MiB PSS each; "
+        "100 database connections allow 50 at 2 threads each",
+        id="db budget that does not bind",
+    ),
+    pytest.param(
+        host(cpus_affinity=4, cpus_online=4, mem_available_bytes=100 * MiB, gunicorn_pss_total_bytes=200 * MiB),
+        {},
+        (6, "gthread", 2),
+        "workers=6: 4 CPUs × 2 + 1 = 9; memory allows only 6 at 40 MiB PSS each; "
+        "budget 240 MiB = 80% of MemAvailable + running gunicorn 300 MiB",
+        id="memory held by the running gunicorn comes back",
+    ),
+    pytest.param(
+        host(cpus_affinity=4, cpus_online=4, cgroup_memory_limit_bytes=CGROUP_V1_UNLIMITED, cgroup_memory_usage_bytes=GiB),
+        {},
+        (9, "gthread", 2),
+        "workers=9: 4 CPUs × 2 + 1; memory allows 30 at 40 MiB PSS each",
+        id="cgroup v1 'unlimited' is no limit",
+    ),
+    pytest.param(
+        host(cpus_affinity=4, cpus_online=4, cgroup_memory_limit_bytes=512 * MiB, cgroup_memory_usage_bytes=412 * MiB,
+             gunicorn_pss_total_bytes=150 * MiB),
+        {"memory_reserve_fraction": 0.1},
+        (5, "gthread", 2),
+        "workers=5: 4 CPUs × 2 + 1 = 9; memory allows only 5 at 40 MiB PSS each; "
+        "budget 225 MiB = 90% of cgroup limit − usage + running gunicorn 250 MiB",
+        id="cgroup headroom tighter than the host",
+    ),
+    pytest.param(
+        host(cpus_affinity=2, cpus_online=2, worker_pss_bytes=60 * MiB, worker_pss_source="import"),
+        {"memory_reserve_fraction": 0},
+        (5, "gthread", 2),
+        "workers=5: 2 CPUs × 2 + 1; memory allows 25 at 60 MiB PSS at import each",
+        id="PSS measured at import, no reserve",
+    ),
+    pytest.param(
+        host(cpus_affinity=200, cpus_online=200, mem_available_bytes=80 * GiB, worker_pss_bytes=100 * MiB),
+        {},
+        (256, "gthread", 2),
+        "workers=256: 200 CPUs × 2 + 1 = 401, capped at 256; memory allows 655 at 100 MiB PSS each",
+        id="huge host stops at the catalogue's 256 workers",
+    ),
+]
+
+
+@pytest.mark.parametrize(("facts", "options", "expected", "reason"), REAL_HOSTS)
+def test_real_hosts(facts: dict[str, Any], options: dict[str, Any], expected: tuple[int, str, int], reason: str) -> None:
+    result = plan(facts, options)
+    settings_ = result["settings"]
+    assert (settings_["workers"], settings_["worker_class"], settings_["threads"]) == expected
+    assert result["reasons"]["workers"] == reason
+
+
+def test_fixed_settings_and_their_reasons() -> None:
+    result = plan(host(), {})
+    assert result["settings"] == {
+        "backlog": 2048,
+        "bind": ["127.0.0.1:8000"],
+        "graceful_timeout": 30,
+        "keepalive": 5,
+        "max_requests": 1000,
+        "max_requests_jitter": 100,
+        "preload_app": True,
+        "threads": 2,
+        "timeout": 30,
+        "worker_class": "gthread",
+        "worker_tmp_dir": "/dev/shm",
+        "workers": 3,
+    }
+    reasons = result["reasons"]
+    assert reasons["worker_tmp_dir"] == (
+        "worker_tmp_dir=/dev/shm: heartbeat files on tmpfs, so a slow disk doesn't get workers killed"
+    )
+    assert reasons["max_requests_jitter"] == (
+        "max_requests_jitter=100: 10% of max_requests=1000, so workers don't all restart at once"
+    )
+    assert reasons["bind"] == "bind=127.0.0.1:8000: localhost only; nginx on the same host proxies to it"
+    assert result["warnings"] == []
+
+
+def test_output_shape_is_sorted_json_with_a_reason_per_setting() -> None:
+    result = plan(host(), {"overrides": {"accesslog": "-"}, "override_source": "host_vars"})
+    assert set(result) == {"settings", "reasons", "inputs", "warnings"}
+    assert list(result["settings"]) == sorted(result["settings"])
+    assert list(result["reasons"]) == list(result["settings"])
+    for name, reason in result["reasons"].items():
+        assert reason.startswith(f"{name}=") and "\n" not in reason
+    assert list(result["inputs"]) == sorted(FACT_NAMES)
+    assert json.loads(json.dumps(result)) == result
+
+
+def test_inputs_are_the_normalized_facts() -> None:
+    facts = host(cgroup_memory_limit_bytes=CGROUP_V1_UNLIMITED, cpu_quota=2)
+    inputs = plan(facts, {})["inputs"]
+    assert inputs == {**facts, "cgroup_memory_limit_bytes": None, "cpu_quota": 2.0}
+    assert type(inputs["cpu_quota"]) is float
+
+
+@pytest.mark.parametrize(
+    ("facts", "warning"),
+    [
+        (host(worker_pss_bytes=None, worker_pss_source=None), "memory PSS unknown; assumed 64 MiB per worker"),
+        (
+            host(worker_pss_source="import"),
+            "worker PSS (40 MiB) was measured at import, before serving traffic; "
+            "real workers grow, so plan again once workers have run under load",
+        ),
+        (
+            host(cgroup_memory_limit_bytes=GiB),
+            "cgroup memory usage unknown; assumed 0 bytes used within the cgroup limit",
+        ),
+    ],
+)
+def test_warnings_about_the_facts(facts: dict[str, Any], warning: str) -> None:
+    assert plan(facts, {})["warnings"] == [warning]
+
+
+def test_default_worker_memory_is_an_option() -> None:
+    result = plan(host(worker_pss_bytes=None, worker_pss_source=None), {"default_worker_memory_bytes": 512 * MiB})
+    assert result["warnings"] == ["memory PSS unknown; assumed 512 MiB per worker"]
+    assert result["reasons"]["workers"] == "workers=2: 1 CPU × 2 + 1 = 3; memory allows only 2 at 512 MiB each " \
+        "(assumed; PSS unknown); budget 1228.8 MiB = 80% of MemAvailable + running gunicorn 1536 MiB"
+
+
+def test_null_options_mean_defaults() -> None:
+    nulls = {name: None for name in ("profile", "bind", "db_max_connections", "db_hosts_sharing",
+                                     "default_worker_memory_bytes", "memory_reserve_fraction",
+                                     "overrides", "override_source")}  # fmt: skip
+    assert plan(host(), nulls) == plan(host(), {})
+
+
+def test_bind_option_is_used_and_validated() -> None:
+    result = plan(host(), {"bind": ["unix:/run/app/gunicorn.sock"]})
+    assert result["settings"]["bind"] == ["unix:/run/app/gunicorn.sock"]
+    assert result["reasons"]["bind"] == "bind=unix:/run/app/gunicorn.sock: from the bind option"
+    error = refusal(host(), {"bind": ["0.0.0.0:99999"]})
+    assert "port must be a number from 1 to 65535" in error.message
+    assert "(from sizing option bind)" in error.message
+
+
+# --- refusals --------------------------------------------------------------------------------
+
+
+def test_refuses_when_memory_cannot_fit_one_worker() -> None:
+    error = refusal(host(mem_available_bytes=10 * MiB, worker_pss_bytes=None, worker_pss_source=None))
+    assert error.message == (
+        "memory cannot fit one gunicorn worker: budget 8 MiB = 80% of MemAvailable + running gunicorn 10 MiB, "
+        "less than one worker at 64 MiB each (assumed; PSS unknown)"
+    )
+    assert error.fix and "raise the cgroup memory limit" in error.fix
+
+
+def test_refuses_when_cgroup_usage_is_over_its_limit() -> None:
+    error = refusal(host(cgroup_memory_limit_bytes=GiB, cgroup_memory_usage_bytes=GiB + MiB))
+    assert "budget 0 MiB = 80% of cgroup limit − usage + running gunicorn 0 MiB" in error.message
+
+
+def test_refuses_when_the_database_leaves_this_host_no_connection() -> None:
+    error = refusal(host(), {"db_max_connections": 3, "db_hosts_sharing": 4})
+    assert error.message == (
+        "the database budget leaves this host no connection: 3 database connections ÷ 4 hosts = 0 per host, "
+        "and even 1 worker × 1 thread needs one"
+    )
+
+
+@pytest.mark.parametrize(
+    ("facts", "message"),
+    [
+        ({k: v for k, v in host().items() if k != "mem_total_bytes"}, "missing host fact 'mem_total_bytes'"),
+        (host(cpus_afinity=2), "unknown host fact 'cpus_afinity'; did you mean 'cpus_affinity'?"),
+        (host(cpus_affinity=0), "host fact cpus_affinity must be an integer from 1 to 65536, got int 0"),
+        (host(cpus_affinity=True), "host fact cpus_affinity must be an integer, got bool True"),
+        (host(cpus_affinity="2"), "host fact cpus_affinity must be an integer, got str '2'"),
+        (host(cpus_online=1.0), "host fact cpus_online must be an integer, got float 1.0"),
+        (host(mem_available_bytes=-1), "host fact mem_available_bytes must be an integer from 0 to"),
+        (host(mem_total_bytes=None), "host fact mem_total_bytes must be an integer, got NoneType None"),
+        (host(gunicorn_pss_total_bytes=2**61), "host fact gunicorn_pss_total_bytes must be an integer from 0 to"),
+        (host(cgroup_memory_usage_bytes=-5), "host fact cgroup_memory_usage_bytes must be an integer from 0"),
+        (host(cgroup_memory_limit_bytes="max"), "host fact cgroup_memory_limit_bytes must be an integer, got str"),
+        (host(cpu_quota=0), "host fact cpu_quota must be a positive number of cores or null"),
+        (host(cpu_quota=-1.0), "host fact cpu_quota must be a positive number of cores or null"),
+        (host(cpu_quota=math.nan), "host fact cpu_quota must be a positive number of cores or null"),
+        (host(cpu_quota=True), "host fact cpu_quota must be a positive number of cores or null"),
+        (host(worker_pss_bytes=0), "host fact worker_pss_bytes must be an integer from 1"),
+        (host(worker_pss_source=None), "host fact worker_pss_source must be 'measured' or 'import'"),
+        (host(worker_pss_source="guess"), "host fact worker_pss_source must be 'measured' or 'import'"),
+        (host(worker_pss_bytes=None), "host fact worker_pss_source must be null when worker_pss_bytes is null"),
+    ],
+)
+def test_invalid_facts_are_named(facts: dict[str, Any], message: str) -> None:
+    assert refusal(facts).message.startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"profile": "fast"}, "sizing option profile must be one of cpu, io, mixed, got str 'fast'"),
+        ({"profiel": "io"}, "unknown sizing option 'profiel'; did you mean 'profile'?"),
+        ({"memory_reserve_fraction": 1}, "sizing option memory_reserve_fraction must be a number from 0 up to"),
+        ({"memory_reserve_fraction": -0.1}, "sizing option memory_reserve_fraction must be a number from 0 up to"),
+        ({"db_max_connections": 0}, "sizing option db_max_connections must be an integer at least 1, got int 0"),
+        ({"db_hosts_sharing": 0}, "sizing option db_hosts_sharing must be an integer at least 1, got int 0"),
+        ({"default_worker_memory_bytes": 0}, "sizing option default_worker_memory_bytes must be an integer from 1"),
+        ({"overrides": ["workers=3"]}, "sizing option overrides must be a mapping"),
+        ({"override_source": "x\ny"}, "sizing option override_source must be short printable text"),
+        ({"overrides": {"workres": 3}, "override_source": "--set"},
+         "unknown gunicorn setting 'workres' (from --set); did you mean 'workers'?"),
+        ({"overrides": {"proc_name": "app\nExecStart=/bin/sh"}, "override_source": "host_vars"},
+         "proc_name must not contain control characters"),
+    ],
+)
+def test_invalid_options_are_named(options: dict[str, Any], message: str) -> None:
+    assert refusal(host(), options).message.startswith(message)
+
+
+# --- overrides -------------------------------------------------------------------------------
+
+
+def test_override_wins_with_its_source_as_reason() -> None:
+    result = plan(host(), {"overrides": {"timeout": 120, "accesslog": "-"}, "override_source": "--set"})
+    assert result["settings"]["timeout"] == 120
+    assert result["settings"]["accesslog"] == "-"
+    assert result["reasons"]["timeout"] == "timeout=120: set by --set"
+    assert result["reasons"]["accesslog"] == "accesslog=-: set by --set"
+
+
+def test_workers_override_above_the_memory_cap_is_kept_with_a_warning() -> None:
+    facts = host(mem_available_bytes=300 * MiB, worker_pss_bytes=100 * MiB)
+    result = plan(facts, {"overrides": {"workers": 10}, "override_source": "--set"})
+    assert result["settings"]["workers"] == 10
+    assert result["reasons"]["workers"] == "workers=10: set by --set"
+    assert result["warnings"] == [
+        "workers=10 set by --set exceeds what memory allows (2 at 100 MiB PSS each; "
+        "budget 240 MiB = 80% of MemAvailable + running gunicorn 300 MiB); "
+        "the host may swap or the kernel may kill workers"
+    ]
+
+
+def test_workers_override_even_where_memory_fits_none_is_kept_with_a_warning() -> None:
+    facts = host(mem_available_bytes=10 * MiB)
+    result = plan(facts, {"overrides": {"workers": 1}, "override_source": "--set"})
+    assert result["settings"]["workers"] == 1
+    assert result["warnings"][0].startswith("workers=1 set by --set exceeds what memory allows (0 at 40 MiB PSS each")
+
+
+def test_workers_override_above_the_database_budget_warns() -> None:
+    result = plan(host(), {"db_max_connections": 10, "overrides": {"workers": 8}, "override_source": "--set"})
+    assert result["settings"]["workers"] == 8
+    assert result["warnings"] == [
+        "workers=8 set by --set at 2 threads each needs 16 connections, more than 10 database connections; "
+        "requests may fail with 'too many connections'"
+    ]
+
+
+def test_pinned_threads_above_the_database_budget_stay_with_a_warning() -> None:
+    result = plan(host(), {"db_max_connections": 3, "overrides": {"threads": 8}, "override_source": "--set"})
+    assert (result["settings"]["workers"], result["settings"]["threads"]) == (1, 8)
+    assert result["reasons"]["workers"] == (
+        "workers=1: 1 CPU × 2 + 1 = 3; memory allows 30 at 40 MiB PSS each; "
+        "3 database connections fit less than one worker at 8 threads"
+    )
+    assert result["warnings"] == [
+        "threads=8 set by --set needs 8 connections per worker, more than 3 database connections; "
+        "requests may fail with 'too many connections'"
+    ]
+
+
+def test_pinned_threads_size_workers_against_the_database() -> None:
+    result = plan(host(cpus_affinity=8), {"db_max_connections": 20, "overrides": {"threads": 8}})
+    assert (result["settings"]["workers"], result["settings"]["threads"]) == (2, 8)
+
+
+@pytest.mark.parametrize(
+    ("profile", "overrides", "worker_class", "threads", "reasons"),
+    [
+        ("cpu", {"threads": 4}, "gthread", 4, {"worker_class": "worker_class=gthread: threads=4 set by --set needs the threaded worker"}),
+        ("io", {"worker_class": "sync"}, "sync", 1, {"threads": "threads=1: worker_class sync runs one thread per worker"}),
+        ("mixed", {"worker_class": "uvicorn.workers.UvicornWorker"}, "uvicorn.workers.UvicornWorker", 1, {}),
+        ("cpu", {"threads": 1}, "sync", 1, {"threads": "threads=1: set by --set"}),
+        ("cpu", {"worker_class": "gthread"}, "gthread", 1, {"worker_class": "worker_class=gthread: set by --set"}),
+    ],
+)
+def test_pinning_worker_class_or_threads_fills_in_its_partner(
+    profile: str, overrides: dict[str, Any], worker_class: str, threads: int, reasons: dict[str, str]
+) -> None:
+    result = plan(host(), {"profile": profile, "overrides": overrides, "override_source": "--set"})
+    assert (result["settings"]["worker_class"], result["settings"]["threads"]) == (worker_class, threads)
+    for name, reason in reasons.items():
+        assert result["reasons"][name] == reason
+
+
+def test_contradictory_overrides_are_refused_naming_their_source() -> None:
+    error = refusal(host(), {"overrides": {"threads": 4, "worker_class": "sync"}, "override_source": "--set"})
+    assert error.message.startswith("threads=4 needs worker_class gthread, but worker_class is 'sync'")
+    assert error.message.endswith("(from --set)")
+
+
+def test_max_requests_override_brings_its_jitter_along() -> None:
+    result = plan(host(), {"overrides": {"max_requests": 500}})
+    assert (result["settings"]["max_requests"], result["settings"]["max_requests_jitter"]) == (500, 50)
+    off = plan(host(), {"overrides": {"max_requests": 0}})
+    assert (off["settings"]["max_requests"], off["settings"]["max_requests_jitter"]) == (0, 0)
+
+
+def test_jitter_override_above_max_requests_is_refused() -> None:
+    error = refusal(host(), {"overrides": {"max_requests_jitter": 2000}, "override_source": "host_vars"})
+    assert error.message == "max_requests_jitter=2000 must not exceed max_requests=1000 (from host_vars)"
+
+
+def test_async_worker_class_with_a_database_budget_warns() -> None:
+    result = plan(host(), {"db_max_connections": 50, "overrides": {"worker_class": "gevent"}, "override_source": "--set"})
+    assert result["warnings"] == [
+        "worker_class=gevent: the database budget assumes one connection per thread, "
+        "but async workers may open one per connection (up to worker_connections each)"
+    ]
+
+
+# --- formatting ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("size", "text"),
+    [
+        (64 * MiB, "64 MiB"),
+        (38 * MiB + 400 * 1024, "38.4 MiB"),
+        (int(819.2 * MiB), "819.2 MiB"),
+        (MiB * 1.96, "2 MiB"),
+        (0, "0 MiB"),
+        (1000, "1000 bytes"),
+        (8 * GiB, "8192 MiB"),
+    ],
+)
+def test_format_mib(size: int, text: str) -> None:
+    assert format_mib(size) == text
+
+
+# --- properties ------------------------------------------------------------------------------
+
+
+@st.composite
+def any_host(draw: st.DrawFn) -> dict[str, Any]:
+    cpus = draw(st.integers(min_value=1, max_value=128))
+    pss = draw(st.none() | st.integers(min_value=MiB, max_value=2 * GiB))
+    limit = draw(st.none() | st.integers(min_value=0, max_value=64 * GiB) | st.just(CGROUP_V1_UNLIMITED))
+    return {
+        "cpus_affinity": cpus,
+        "cpu_quota": draw(st.none() | st.floats(min_value=0.01, max_value=256.0)),
+        "cpus_online": draw(st.integers(min_value=cpus, max_value=256)),
+        "mem_total_bytes": draw(st.integers(min_value=1, max_value=256 * GiB)),
+        "mem_available_bytes": draw(st.integers(min_value=0, max_value=256 * GiB)),
+        "cgroup_memory_limit_bytes": limit,
+        "cgroup_memory_usage_bytes": draw(st.none() | st.integers(min_value=0, max_value=64 * GiB)),
+        "worker_pss_bytes": pss,
+        "worker_pss_source": None if pss is None else draw(st.sampled_from(["measured", "import"])),
+        "gunicorn_pss_total_bytes": draw(st.integers(min_value=0, max_value=8 * GiB)),
+    }
+
+
+any_options = st.fixed_dictionaries(
+    {
+        "profile": st.sampled_from(["cpu", "io", "mixed"]),
+        "memory_reserve_fraction": st.floats(min_value=0.0, max_value=0.9),
+        "db_max_connections": st.none() | st.integers(min_value=1, max_value=2000),
+        "db_hosts_sharing": st.integers(min_value=1, max_value=20),
+    }
+)
+
+
+def memory_budget(facts: dict[str, Any], options: dict[str, Any]) -> int:
+    """The brief's formula, written independently of the module under test."""
+    returned = facts["gunicorn_pss_total_bytes"]
+    headroom = facts["mem_available_bytes"] + returned
+    limit = facts["cgroup_memory_limit_bytes"]
+    if limit is not None and limit < 2**60:
+        headroom = min(headroom, max(0, limit - (facts["cgroup_memory_usage_bytes"] or 0) + returned))
+    return math.floor(headroom * (1 - Fraction(str(options["memory_reserve_fraction"]))))
+
+
+def worker_memory(facts: dict[str, Any]) -> int:
+    return facts["worker_pss_bytes"] or 64 * MiB
+
+
+def per_host_connections(options: dict[str, Any]) -> int | None:
+    if options["db_max_connections"] is None:
+        return None
+    return options["db_max_connections"] // options["db_hosts_sharing"]
+
+
+def plan_or_refusal(facts: dict[str, Any], options: dict[str, Any]) -> dict[str, Any] | None:
+    """The plan, or None when refusing was right: memory or the database fit no worker."""
+    per_host = per_host_connections(options)
+    if (per_host is not None and per_host < 1) or memory_budget(facts, options) < worker_memory(facts):
+        with pytest.raises(DjdeployError):
+            plan(facts, options)
+        return None
+    return dict(plan(facts, options))
+
+
+@settings(max_examples=300)
+@given(any_host(), any_options)
+def test_every_plan_fits_its_budgets(facts: dict[str, Any], options: dict[str, Any]) -> None:
+    result = plan_or_refusal(facts, options)
+    if result is None:
+        return
+    workers, threads = result["settings"]["workers"], result["settings"]["threads"]
+    assert workers >= 1 and threads >= 1
+    assert workers * worker_memory(facts) <= memory_budget(facts, options)
+    per_host = per_host_connections(options)
+    if per_host is not None:
+        assert workers * threads <= per_host
+    assert workers <= 2 * facts["cpus_affinity"] + 1
+    assert validate_settings(result["settings"], source="test") == result["settings"]
+
+
+@given(any_host(), any_options)
+def test_more_cpus_never_mean_fewer_workers(facts: dict[str, Any], options: dict[str, Any]) -> None:
+    fewer = plan_or_refusal(facts, options)
+    more_facts = {**facts, "cpus_affinity": facts["cpus_affinity"] + 1, "cpus_online": facts["cpus_online"] + 1}
+    more = plan_or_refusal(more_facts, options)
+    if fewer is not None and more is not None:
+        assert more["settings"]["workers"] >= fewer["settings"]["workers"]
+
+
+@given(any_host(), any_options)
+def test_same_input_same_plan(facts: dict[str, Any], options: dict[str, Any]) -> None:
+    first = plan_or_refusal(facts, options)
+    second = plan_or_refusal(copy.deepcopy(facts), copy.deepcopy(options))
+    assert first == second
+    if first is not None:
+        assert json.dumps(first) == json.dumps(second)
+
+
+@given(any_host(), any_options, st.integers(min_value=1, max_value=256))
+def test_pinned_workers_always_stand(facts: dict[str, Any], options: dict[str, Any], workers: int) -> None:
+    options = {**options, "db_max_connections": None, "overrides": {"workers": workers}, "override_source": "--set"}
+    result = plan(facts, options)
+    assert result["settings"]["workers"] == workers
+    over_memory = workers * worker_memory(facts) > memory_budget(facts, options)
+    assert any("exceeds what memory allows" in warning for warning in result["warnings"]) == over_memory
