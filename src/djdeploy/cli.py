@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
@@ -59,6 +60,70 @@ def _hosts_table(hosts: list[dict[str, Any]]) -> Table:
             h["state"],
         )
     return table
+
+
+InventoryOption = Annotated[
+    Optional[Path],
+    typer.Option("-i", "--inventory", help="Ansible inventory (default: $DJDEPLOY_INVENTORY, else the lab's).",
+                 show_default=False),
+]
+
+OUTCOME_STYLE = {"applied": "green", "unchanged": "cyan", "rolled_back": "yellow", "refused": "red",
+                 "failed": "bold red"}
+
+
+def _task_progress(event) -> None:
+    if event.status in ("skipped",):
+        return
+    style = {"changed": "yellow", "failed": "red", "unreachable": "red"}.get(event.status, "dim")
+    line = Text(f"{event.host:<12} ") + Text(f"{event.status:<11}", style=style) + Text(event.task)
+    if event.message and event.status in ("failed", "unreachable"):
+        line += Text(f"\n{'':<24}{event.message}", style=style)
+    stderr.print(line)
+
+
+def _outcomes_table(hosts: dict[str, Any]) -> Table:
+    table = Table("host", "outcome", "setting", "before", "after", "why", show_lines=False)
+    for host, record in sorted(hosts.items()):
+        outcome = Text(record["outcome"], style=OUTCOME_STYLE.get(record["outcome"], ""))
+        settings = record.get("settings") or {}
+        if not settings:
+            table.add_row(host, outcome, "", "", "", record.get("message", ""))
+            continue
+        previous = record.get("previous") or {}
+        for i, (name, value) in enumerate(sorted(settings.items())):
+            before = previous.get(name, "—")
+            reason = (record.get("reasons") or {}).get(name, "")
+            table.add_row(host if i == 0 else "", outcome if i == 0 else "", name, str(before), str(value),
+                          reason.split(": ", 1)[-1])
+        if record.get("message"):
+            table.add_row("", "", "", "", "", Text(record["message"], style="yellow"))
+    return table
+
+
+@app.command("tune")
+def tune_command(
+    patterns: Annotated[list[str], typer.Argument(help="Ansible host patterns: web01, 'web*', a group.")],
+    inventory: InventoryOption = None,
+    profile: Annotated[
+        Optional[str], typer.Option("--profile", help="cpu (sync workers), io or mixed (gthread).")
+    ] = None,
+    sets: Annotated[
+        Optional[list[str]], typer.Option("--set", help="Override one gunicorn setting: KEY=VALUE (repeatable).")
+    ] = None,
+    check: Annotated[bool, typer.Option("--check", help="Show facts, settings and the diff; change nothing.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Size gunicorn from each host's facts, apply it safely, verify it, roll back on failure."""
+    from djdeploy.tune import tune
+
+    summary = tune(patterns, inventory=inventory, profile=profile, sets=sets or [], check=check,
+                   on_task=_task_progress)
+    if as_json:
+        _print_json({"hosts": summary["hosts"]})
+    else:
+        stdout.print(_outcomes_table(summary["hosts"]))
+    raise typer.Exit(summary["exit_code"])
 
 
 @lab_app.command("up")

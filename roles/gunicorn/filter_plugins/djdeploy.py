@@ -1,0 +1,33 @@
+"""Thin Ansible filters over djdeploy's pure modules: the logic and its tests live there."""
+
+from __future__ import annotations
+
+from ansible.errors import AnsibleFilterError
+
+from djdeploy import pyliteral, rollout, sizing
+from djdeploy.errors import DjdeployError
+
+
+def _refusing(function):
+    def filter_(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except DjdeployError as exc:
+            raise AnsibleFilterError(str(exc)) from None
+
+    filter_.__name__ = function.__name__
+    return filter_
+
+
+class FilterModule:
+    def filters(self):
+        return {
+            "djdeploy_plan": _refusing(sizing.plan),
+            "djdeploy_unit_params": _refusing(rollout.unit_params),
+            "djdeploy_change_kind": _refusing(rollout.change_kind),
+            "djdeploy_rollout_problems": _refusing(rollout.rollout_problems),
+            "djdeploy_previous_settings": rollout.previous_settings,
+            "djdeploy_verify_targets": _refusing(rollout.verify_targets),
+            "djdeploy_python_literal": pyliteral.python_literal,
+            "djdeploy_comment": pyliteral.comment_text,
+        }

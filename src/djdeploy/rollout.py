@@ -1,0 +1,194 @@
+"""What a change to a host's gunicorn is, and whether it really happened: pure functions the
+role calls through its filter plugin.
+
+- `unit_params`: the values the systemd unit is rendered from, taken from the running unit
+  (User, WorkingDirectory, EnvironmentFile, the gunicorn binary and the WSGI app) unless the
+  role's inputs say otherwise, each checked so that nothing can escape a unit file line.
+- `change_kind`: none, reload (HUP: only the config changed) or restart (the unit changed).
+- `rollout_problems`: what is still wrong after a reload or restart, judged from the facts
+  gathered again on the host; an empty list means the new workers really serve.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from djdeploy.errors import DjdeployError
+
+# Settings whose live value (from the control socket) must equal the rendered one.
+LIVE_CHECKED = (
+    "workers",
+    "worker_class",
+    "threads",
+    "timeout",
+    "graceful_timeout",
+    "keepalive",
+    "max_requests",
+    "max_requests_jitter",
+    "backlog",
+    "bind",
+    "preload_app",
+)
+# systemd gives a stopping gunicorn this much longer than its own graceful timeout before it
+# kills the workers, so in-flight requests finish.
+STOP_MARGIN_SECONDS = 15
+
+_SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/+@-]*$")
+_SAFE_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+_WSGI_APP = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*(:[A-Za-z_][A-Za-z0-9_]*(\(\))?)?$")
+_GUNICORN_FLAGS_WITH_VALUE = {
+    "-b", "--bind", "-c", "--config", "-w", "--workers", "-k", "--worker-class", "--threads",
+    "-t", "--timeout", "--graceful-timeout", "--chdir", "-e", "--env", "--pythonpath",
+    "--max-requests", "--max-requests-jitter", "--keep-alive", "--backlog", "-u", "--user",
+    "-g", "--group", "--log-level", "--access-logfile", "--error-logfile", "--name", "-n",
+}
+
+
+def unit_params(service: Mapping[str, Any], inputs: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The unit's values: role inputs win, else what the running unit has."""
+    exec_start = list(service.get("exec_start") or [])
+    gunicorn_bin = inputs.get("gunicorn_bin") or _gunicorn_binary(exec_start)
+    params = {
+        "user": inputs.get("user") or service.get("user"),
+        "group": inputs.get("group") or service.get("group") or inputs.get("user") or service.get("user"),
+        "working_directory": inputs.get("working_directory") or service.get("working_directory"),
+        "environment_files": list(inputs.get("environment_files") or service.get("environment_files") or []),
+        "gunicorn_bin": gunicorn_bin,
+        "wsgi_app": inputs.get("wsgi_app") or _wsgi_app(exec_start),
+        "config_path": inputs["config_path"],
+        "timeout_stop_sec": int(settings["graceful_timeout"]) + STOP_MARGIN_SECONDS,
+    }
+    _check_unit_params(params)
+    return params
+
+
+def _gunicorn_binary(exec_start: list[str]) -> str | None:
+    for arg in exec_start:
+        if arg.rsplit("/", 1)[-1] == "gunicorn":
+            return arg
+    return None
+
+
+def _wsgi_app(exec_start: list[str]) -> str | None:
+    """The positional APP_MODULE argument of a gunicorn command line."""
+    args = exec_start[1:]
+    if args and args[0].rsplit("/", 1)[-1] == "gunicorn":  # python -m style or a wrapper
+        args = args[1:]
+    positional: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in _GUNICORN_FLAGS_WITH_VALUE:
+            skip = True
+        elif not arg.startswith("-"):
+            positional.append(arg)
+    return positional[-1] if positional else None
+
+
+def _check_unit_params(params: Mapping[str, Any]) -> None:
+    for key in ("user", "group"):
+        value = params[key]
+        if not isinstance(value, str) or not _SAFE_NAME.match(value):
+            raise DjdeployError(f"unit {key} {value!r} is not a plain user or group name")
+        if value == "root":
+            raise DjdeployError(
+                f"unit {key} is root: gunicorn must not run as root",
+                fix=f"set gunicorn_{key} to the service account",
+            )
+    for key in ("working_directory", "gunicorn_bin", "config_path"):
+        _check_path(key, params[key])
+    for path in params["environment_files"]:
+        _check_path("environment_files", path)
+    app = params["wsgi_app"]
+    if not isinstance(app, str) or not _WSGI_APP.match(app):
+        raise DjdeployError(
+            f"WSGI app {app!r} is not a module path like project.wsgi:application",
+            fix="set gunicorn_wsgi_app",
+        )
+
+
+def _check_path(name: str, value: object) -> None:
+    if not isinstance(value, str) or not _SAFE_PATH.match(value) or "/../" in value + "/":
+        raise DjdeployError(
+            f"{name} {value!r} is not an absolute path of plain characters",
+            fix=f"set gunicorn_{name} to an absolute path without spaces, '%', '$' or '..'",
+        )
+
+
+def change_kind(
+    service: Mapping[str, Any], config_values: Mapping[str, Any], unit_text: str
+) -> str:
+    """none, reload (HUP re-reads the config) or restart (a new unit needs a new master)."""
+    unit_sha = hashlib.sha256(unit_text.encode()).hexdigest()
+    if unit_sha != service.get("unit_sha256"):
+        return "restart"
+    if not service.get("main_pid"):
+        return "restart"
+    live_file = service.get("config_settings") or {}
+    if any(live_file.get(name) != value for name, value in config_values.items()):
+        return "reload"
+    return "none"
+
+
+def rollout_problems(
+    after: Mapping[str, Any],
+    before: Mapping[str, Any],
+    settings: Mapping[str, Any] | None,
+    kind: str,
+) -> list[str]:
+    """Why the new gunicorn does not yet serve as rendered; [] when it does."""
+    problems: list[str] = []
+    master = after.get("main_pid")
+    if not master:
+        return ["the gunicorn master is not running"]
+    if kind == "reload" and master != before.get("main_pid"):
+        problems.append(f"the master changed from pid {before.get('main_pid')} to {master} during a HUP")
+    old = {w["pid"] for w in before.get("workers") or []}
+    workers = after.get("workers") or []
+    survivors = sorted(old & {w["pid"] for w in workers})
+    if survivors:
+        problems.append(f"old workers still run: {survivors}")
+    live = after.get("live_settings")
+    if settings:
+        expected_workers = settings.get("workers")
+        if expected_workers is not None and len(workers) != expected_workers:
+            problems.append(f"{len(workers)} workers run, {expected_workers} expected")
+        if live is None:
+            problems.append("the control socket does not answer, so the live settings are unknown")
+        else:
+            for name in LIVE_CHECKED:
+                if name in settings and name in live and _normalized(live[name]) != _normalized(settings[name]):
+                    problems.append(f"live {name} is {live[name]!r}, rendered {settings[name]!r}")
+    elif not workers:
+        problems.append("no worker runs")
+    return problems
+
+
+def previous_settings(service: Mapping[str, Any]) -> dict[str, Any]:
+    """What ran before the change, as well as it is known: live, else the file, else counts."""
+    known = service.get("live_settings") or service.get("config_settings")
+    if known:
+        return dict(known)
+    workers = service.get("workers")
+    return {"workers": len(workers)} if workers else {}
+
+
+def _normalized(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def verify_targets(bind: list[str], paths: list[str]) -> list[dict[str, str]]:
+    """One request target per path, through the first bind address (TCP or unix socket)."""
+    address = bind[0]
+    if address.startswith("unix:"):
+        return [{"url": f"http://localhost{path}", "unix_socket": address[len("unix:"):]} for path in paths]
+    host, _, port = address.rpartition(":")
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "[::]":
+        host = "[::1]"
+    return [{"url": f"http://{host}:{port}{path}", "unix_socket": ""} for path in paths]

@@ -1,0 +1,161 @@
+"""The one module that talks to Ansible: it resolves host patterns against the inventory and
+runs a playbook through ansible-runner. Everything else receives plain results.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from djdeploy.errors import DjdeployError, ExitCode
+
+PROJECT_DIR = Path(os.environ.get("DJDEPLOY_PROJECT_DIR", Path(__file__).resolve().parents[2]))
+PLAYBOOKS_DIR = PROJECT_DIR / "playbooks"
+ROLES_DIR = PROJECT_DIR / "roles"
+
+
+@dataclass
+class PlaybookResult:
+    """What a run did, per host, in plain data."""
+
+    status: str  # ansible-runner's: successful, failed, timeout, canceled
+    rc: int
+    reports: dict[str, dict[str, Any]]  # the role's set_stats record per host
+    unreachable: dict[str, str] = field(default_factory=dict)  # host -> message
+    failures: dict[str, str] = field(default_factory=dict)  # host -> last failure message
+
+
+@dataclass
+class TaskEvent:
+    host: str
+    task: str
+    status: str  # ok, changed, failed, skipped, unreachable
+    message: str = ""
+
+
+def resolve_hosts(inventory: Path, patterns: list[str]) -> list[str]:
+    """The hosts the patterns select; every pattern must select at least one."""
+    if not inventory.exists():
+        raise DjdeployError(
+            f"inventory {inventory} does not exist",
+            fix="pass -i/--inventory, set $DJDEPLOY_INVENTORY, or start lab hosts with `djdeploy lab up`",
+        )
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+
+    manager = InventoryManager(loader=DataLoader(), sources=[str(inventory)])
+    selected: list[str] = []
+    for pattern in patterns:
+        hosts = [h.name for h in manager.get_hosts(pattern)]
+        if not hosts:
+            known = ", ".join(sorted(h.name for h in manager.get_hosts("all"))[:10]) or "none"
+            raise DjdeployError(
+                f"host pattern {pattern!r} matches no host in {inventory}; nothing was changed",
+                fix=f"hosts there: {known}",
+            )
+        selected.extend(h for h in hosts if h not in selected)
+    return selected
+
+
+def run_playbook(
+    playbook: str,
+    inventory: Path,
+    hosts: list[str],
+    extravars: dict[str, Any],
+    *,
+    check: bool = False,
+    on_task: Callable[[TaskEvent], None] | None = None,
+) -> PlaybookResult:
+    import ansible_runner
+
+    collected = _Collector(on_task)
+    # Use the ansible-playbook installed beside this Python, whatever PATH says: ansible-runner
+    # looks it up on this process's PATH.
+    venv_bin = str(Path(sys.executable).parent)
+    if venv_bin not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = venv_bin + os.pathsep + os.environ.get("PATH", "")
+    if shutil.which("ansible-playbook") is None:
+        raise DjdeployError("ansible-playbook is not installed", ExitCode.ERROR,
+                            fix="pip install 'ansible-core>=2.19,<2.20'")
+    cmdline = "--check --diff" if check else "--diff"
+    with tempfile.TemporaryDirectory(prefix="djdeploy-run-") as private_dir:
+        runner = ansible_runner.run(
+            private_data_dir=private_dir,
+            playbook=str(PLAYBOOKS_DIR / playbook),
+            inventory=str(inventory),
+            limit=",".join(hosts),
+            extravars=extravars,
+            cmdline=cmdline,
+            envvars={
+                "ANSIBLE_ROLES_PATH": str(ROLES_DIR),
+                "ANSIBLE_HOST_KEY_CHECKING": "False",
+                "ANSIBLE_PIPELINING": "True",
+                "ANSIBLE_RETRY_FILES_ENABLED": "False",
+                "ANSIBLE_INTERPRETER_PYTHON": "auto_silent",
+                # ssh masters must not outlive the command by a minute.
+                "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=10s",
+            },
+            quiet=True,
+            event_handler=collected.handle,
+        )
+        if not collected.saw_stats:
+            # Ansible never got to run the play (bad inventory, a syntax error, a crash).
+            output = runner.stdout.read().strip()[-3000:] if runner.stdout else ""
+            raise DjdeployError(f"ansible-playbook failed before the play ran (rc {runner.rc}):\n{output}",
+                                ExitCode.ERROR)
+    return PlaybookResult(
+        status=runner.status,
+        rc=runner.rc,
+        reports=collected.reports,
+        unreachable=collected.unreachable,
+        failures=collected.failures,
+    )
+
+
+class _Collector:
+    def __init__(self, on_task: Callable[[TaskEvent], None] | None):
+        self.on_task = on_task
+        self.reports: dict[str, dict[str, Any]] = {}
+        self.unreachable: dict[str, str] = {}
+        self.failures: dict[str, str] = {}
+        self.saw_stats = False
+
+    def handle(self, event: dict[str, Any]) -> bool:
+        kind = event.get("event", "")
+        data = event.get("event_data", {})
+        if kind == "playbook_on_stats":
+            self.saw_stats = True
+            self.reports = dict((data.get("artifact_data") or {}).get("djdeploy_hosts") or {})
+        elif kind.startswith("runner_on_") and "host" in data:
+            self._task_event(kind, data)
+        # Keep no event files on disk: everything needed is taken here.
+        return False
+
+    def _task_event(self, kind: str, data: dict[str, Any]) -> None:
+        host, result = data["host"], data.get("res") or {}
+        status = {
+            "runner_on_ok": "changed" if result.get("changed") else "ok",
+            "runner_on_failed": "failed",
+            "runner_on_skipped": "skipped",
+            "runner_on_unreachable": "unreachable",
+        }.get(kind)
+        if status is None:
+            return
+        message = str(result.get("msg", "")) if status in ("failed", "unreachable") else ""
+        if status == "unreachable":
+            self.unreachable[host] = message
+        elif status == "failed" and not data.get("ignore_errors"):
+            self.failures[host] = message
+        if self.on_task:
+            self.on_task(TaskEvent(host, data.get("task", ""), status, message))
+
+
+def raise_for_runner(result: PlaybookResult) -> None:
+    if result.status in ("timeout", "canceled"):
+        raise DjdeployError(f"the Ansible run ended: {result.status}", ExitCode.ERROR)
