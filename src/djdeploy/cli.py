@@ -27,7 +27,8 @@ app = typer.Typer(
 lab_app = typer.Typer(help="Disposable real systemd hosts serving a demo Django app.", no_args_is_help=True)
 app.add_typer(lab_app, name="lab")
 
-stderr = Console(stderr=True, highlight=False)
+# soft_wrap: messages stay one line each, so they can be read and grepped whole.
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 stdout = Console(highlight=False)
 
 LabOption = Annotated[

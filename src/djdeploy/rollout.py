@@ -168,6 +168,20 @@ def rollout_problems(
     return problems
 
 
+def rollout_settled(
+    after: Mapping[str, Any],
+    before: Mapping[str, Any],
+    settings: Mapping[str, Any] | None,
+    kind: str,
+) -> bool:
+    """True when waiting longer cannot change the verdict: the new workers serve as rendered,
+    or the master is gone, or a HUP replaced it."""
+    if not rollout_problems(after, before, settings, kind):
+        return True
+    master = after.get("main_pid")
+    return not master or (kind == "reload" and master != before.get("main_pid"))
+
+
 def previous_settings(service: Mapping[str, Any]) -> dict[str, Any]:
     """What ran before the change, as well as it is known: live, else the file, else counts."""
     known = service.get("live_settings") or service.get("config_settings")

@@ -26,6 +26,7 @@ class FilterModule:
             "djdeploy_unit_params": _refusing(rollout.unit_params),
             "djdeploy_change_kind": _refusing(rollout.change_kind),
             "djdeploy_rollout_problems": _refusing(rollout.rollout_problems),
+            "djdeploy_rollout_settled": _refusing(rollout.rollout_settled),
             "djdeploy_previous_settings": rollout.previous_settings,
             "djdeploy_verify_targets": _refusing(rollout.verify_targets),
             "djdeploy_python_literal": pyliteral.python_literal,
