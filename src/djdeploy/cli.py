@@ -83,23 +83,33 @@ def _task_progress(event) -> None:
     stderr.print(line)
 
 
-def _outcomes_table(hosts: dict[str, Any]) -> Table:
-    table = Table("host", "outcome", "setting", "before", "after", "why", show_lines=False)
+def _print_outcomes(hosts: dict[str, Any]) -> None:
+    """Per host: its outcome, then each setting before → after with the reason."""
     for host, record in sorted(hosts.items()):
-        outcome = Text(record["outcome"], style=OUTCOME_STYLE.get(record["outcome"], ""))
+        outcome = record["outcome"]
+        change = record.get("change")
+        title = Text(f"{host}: ") + Text(outcome, style=OUTCOME_STYLE.get(outcome, ""))
+        if change and change != "none":
+            title += Text(f" ({'would ' if record.get('check_mode') else ''}{change})")
+        stdout.print(title)
         settings = record.get("settings") or {}
-        if not settings:
-            table.add_row(host, outcome, "", "", "", record.get("message", ""))
-            continue
-        previous = record.get("previous") or {}
-        for i, (name, value) in enumerate(sorted(settings.items())):
-            before = previous.get(name, "—")
-            reason = (record.get("reasons") or {}).get(name, "")
-            table.add_row(host if i == 0 else "", outcome if i == 0 else "", name, str(before), str(value),
-                          reason.split(": ", 1)[-1])
+        if settings:
+            previous = record.get("previous") or {}
+            table = Table("setting", "before", "after", "why", box=None, padding=(0, 2, 0, 2))
+            for name, value in sorted(settings.items()):
+                before = previous.get(name, "-")
+                reason = (record.get("reasons") or {}).get(name, "").split(": ", 1)[-1]
+                style = "bold" if before != value else ""
+                table.add_row(name, _show(before), Text(_show(value), style=style), reason)
+            stdout.print(table)
+        for warning in record.get("warnings") or []:
+            stdout.print(Text(f"  warning: {warning}", style="yellow"))
         if record.get("message"):
-            table.add_row("", "", "", "", "", Text(record["message"], style="yellow"))
-    return table
+            stdout.print(Text(f"  {record['message']}", style=OUTCOME_STYLE.get(outcome, "")))
+
+
+def _show(value: Any) -> str:
+    return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 @app.command("tune")
@@ -123,7 +133,7 @@ def tune_command(
     if as_json:
         _print_json({"hosts": summary["hosts"]})
     else:
-        stdout.print(_outcomes_table(summary["hosts"]))
+        _print_outcomes(summary["hosts"])
     raise typer.Exit(summary["exit_code"])
 
 

@@ -92,7 +92,7 @@ def _wsgi_app(exec_start: list[str]) -> str | None:
 def _check_unit_params(params: Mapping[str, Any]) -> None:
     for key in ("user", "group"):
         value = params[key]
-        if not isinstance(value, str) or not _SAFE_NAME.match(value):
+        if not isinstance(value, str) or not _SAFE_NAME.fullmatch(value):
             raise DjdeployError(f"unit {key} {value!r} is not a plain user or group name")
         if value == "root":
             raise DjdeployError(
@@ -104,7 +104,7 @@ def _check_unit_params(params: Mapping[str, Any]) -> None:
     for path in params["environment_files"]:
         _check_path("environment_files", path)
     app = params["wsgi_app"]
-    if not isinstance(app, str) or not _WSGI_APP.match(app):
+    if not isinstance(app, str) or not _WSGI_APP.fullmatch(app):
         raise DjdeployError(
             f"WSGI app {app!r} is not a module path like project.wsgi:application",
             fix="set gunicorn_wsgi_app",
@@ -112,11 +112,16 @@ def _check_unit_params(params: Mapping[str, Any]) -> None:
 
 
 def _check_path(name: str, value: object) -> None:
-    if not isinstance(value, str) or not _SAFE_PATH.match(value) or "/../" in value + "/":
+    if not isinstance(value, str) or not _SAFE_PATH.fullmatch(value) or "/../" in value + "/":
         raise DjdeployError(
             f"{name} {value!r} is not an absolute path of plain characters",
-            fix=f"set gunicorn_{name} to an absolute path without spaces, '%', '$' or '..'",
+            fix=f"set {_input_name(name)} to an absolute path without spaces, '%', '$' or '..'",
         )
+
+
+def _input_name(name: str) -> str:
+    """The role input that sets a unit value."""
+    return name if name.startswith("gunicorn_") else f"gunicorn_{name}"
 
 
 def change_kind(

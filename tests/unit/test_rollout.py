@@ -1,0 +1,582 @@
+"""Rollout: the unit's values, the kind of change, and whether a change really happened (or
+verify may stop waiting for it).
+
+Every function of djdeploy.rollout against tables of real units, command lines and facts,
+with the exact answer (or the exact refusal) each must give.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from djdeploy import rollout
+from djdeploy.errors import DjdeployError, ExitCode
+from djdeploy.rollout import change_kind, previous_settings, rollout_problems, unit_params, verify_targets
+
+# --- unit_params -----------------------------------------------------------------------------
+
+# The lab's untuned unit, as gunicorn_facts reports it.
+LAB_EXEC_START = ["/srv/demo/venv/bin/gunicorn", "--bind", "127.0.0.1:8000", "demoproject.wsgi:application"]
+
+
+def service(**changes: Any) -> dict[str, Any]:
+    facts: dict[str, Any] = {
+        "main_pid": 812,
+        "user": "demo",
+        "group": "demo",
+        "working_directory": "/srv/demo/app",
+        "environment_files": ["/etc/demo/env"],
+        "exec_start": list(LAB_EXEC_START),
+    }
+    facts.update(changes)
+    return facts
+
+
+def inputs(**changes: Any) -> dict[str, Any]:
+    """What tasks/plan.yml hands the filter when no gunicorn_* unit input is set."""
+    given: dict[str, Any] = {
+        "user": None,
+        "group": None,
+        "working_directory": None,
+        "environment_files": None,
+        "gunicorn_bin": None,
+        "wsgi_app": None,
+        "config_path": "/etc/gunicorn/gunicorn.conf.py",
+    }
+    given.update(changes)
+    return given
+
+
+def params(**changes: Any) -> dict[str, Any]:
+    """The lab unit's values with a 30 s graceful timeout."""
+    expected: dict[str, Any] = {
+        "user": "demo",
+        "group": "demo",
+        "working_directory": "/srv/demo/app",
+        "environment_files": ["/etc/demo/env"],
+        "gunicorn_bin": "/srv/demo/venv/bin/gunicorn",
+        "wsgi_app": "demoproject.wsgi:application",
+        "config_path": "/etc/gunicorn/gunicorn.conf.py",
+        "timeout_stop_sec": 45,
+    }
+    expected.update(changes)
+    return expected
+
+
+UNIT_PARAMS = [
+    pytest.param(service(), inputs(), {"graceful_timeout": 30}, params(), id="everything from the running unit"),
+    pytest.param(
+        service(),
+        inputs(
+            user="web",
+            group="www-data",
+            working_directory="/srv/web/current",
+            environment_files=["/etc/web/env", "/etc/web/secrets"],
+            gunicorn_bin="/opt/web/venv/bin/gunicorn",
+            wsgi_app="web.wsgi:app",
+            config_path="/etc/web/gunicorn.conf.py",
+        ),
+        {"graceful_timeout": 10},
+        {
+            "user": "web",
+            "group": "www-data",
+            "working_directory": "/srv/web/current",
+            "environment_files": ["/etc/web/env", "/etc/web/secrets"],
+            "gunicorn_bin": "/opt/web/venv/bin/gunicorn",
+            "wsgi_app": "web.wsgi:app",
+            "config_path": "/etc/web/gunicorn.conf.py",
+            "timeout_stop_sec": 25,
+        },
+        id="every role input wins over the running unit",
+    ),
+    pytest.param(
+        service(), inputs(wsgi_app="demoproject.wsgi"), {"graceful_timeout": 30},
+        params(wsgi_app="demoproject.wsgi"), id="one input wins, the rest from the unit",
+    ),
+    pytest.param(
+        service(group=None), inputs(), {"graceful_timeout": 30}, params(group="demo"),
+        id="no Group= on the unit: the unit's user",
+    ),
+    pytest.param(
+        service(group=None), inputs(user="web"), {"graceful_timeout": 30}, params(user="web", group="web"),
+        id="no Group= on the unit: the user input",
+    ),
+    pytest.param(
+        service(), inputs(user="web"), {"graceful_timeout": 30}, params(user="web", group="demo"),
+        id="user input alone keeps the unit's Group=",
+    ),
+    pytest.param(
+        service(environment_files=[]), inputs(), {"graceful_timeout": 30}, params(environment_files=[]),
+        id="unit without EnvironmentFile=",
+    ),
+    pytest.param(
+        service(environment_files=None), inputs(), {"graceful_timeout": 30}, params(environment_files=[]),
+        id="environment files unknown",
+    ),
+    pytest.param(
+        service(), inputs(), {"graceful_timeout": 0}, params(timeout_stop_sec=15),
+        id="no graceful timeout still gives the stop margin",
+    ),
+    pytest.param(
+        service(exec_start=["/usr/bin/env", "/srv/demo/venv/bin/gunicorn", "-c", "/etc/gunicorn/old.conf.py",
+                            "-w", "2", "demoproject.wsgi:application"]),
+        inputs(), {"graceful_timeout": 30}, params(),
+        id="binary and app behind a wrapper",
+    ),
+    pytest.param(
+        service(working_directory="/srv/demo-app_2/v1.2+build@x/..hidden"), inputs(), {"graceful_timeout": 30},
+        params(working_directory="/srv/demo-app_2/v1.2+build@x/..hidden"),
+        id="path of every plain character, '..' inside a name",
+    ),
+    pytest.param(
+        service(), inputs(wsgi_app="demoproject.app:create_app()"), {"graceful_timeout": 30},
+        params(wsgi_app="demoproject.app:create_app()"), id="application factory",
+    ),
+    pytest.param(
+        service(), inputs(user="_svc-web_01", group="a" * 32), {"graceful_timeout": 30},
+        params(user="_svc-web_01", group="a" * 32), id="longest and oddest plain names",
+    ),
+]
+
+
+@pytest.mark.parametrize(("facts", "given", "settings", "expected"), UNIT_PARAMS)
+def test_unit_params(facts: dict, given: dict, settings: dict, expected: dict) -> None:
+    assert unit_params(facts, given, settings) == expected
+
+
+def test_unit_params_does_not_share_the_environment_file_list() -> None:
+    facts = service()
+    result = unit_params(facts, inputs(), {"graceful_timeout": 30})
+    result["environment_files"].append("/etc/other")
+    assert facts["environment_files"] == ["/etc/demo/env"]
+
+
+PLAIN_PATH_FIX = "an absolute path without spaces, '%', '$' or '..'"
+
+# (running unit, inputs, the refusal's exact message)
+REFUSALS = [
+    # the account
+    pytest.param(service(user="root", group="root"), inputs(),
+                 "unit user is root: gunicorn must not run as root", id="unit runs as root"),
+    pytest.param(service(), inputs(user="root"),
+                 "unit user is root: gunicorn must not run as root", id="user input root"),
+    pytest.param(service(), inputs(group="root"),
+                 "unit group is root: gunicorn must not run as root", id="group input root"),
+    pytest.param(service(user=None, group=None), inputs(),
+                 "unit user None is not a plain user or group name", id="no user known"),
+    pytest.param(service(), inputs(user="Demo"),
+                 "unit user 'Demo' is not a plain user or group name", id="capital letter"),
+    pytest.param(service(), inputs(user="demo user"),
+                 "unit user 'demo user' is not a plain user or group name", id="space in user"),
+    pytest.param(service(), inputs(user="demo\nExecStartPre=/bin/sh"),
+                 "unit user 'demo\\nExecStartPre=/bin/sh' is not a plain user or group name",
+                 id="unit line injected through user"),
+    pytest.param(service(), inputs(user="1demo"),
+                 "unit user '1demo' is not a plain user or group name", id="user starts with a digit"),
+    pytest.param(service(), inputs(user="a" * 33),
+                 f"unit user {'a' * 33!r} is not a plain user or group name", id="user of 33 characters"),
+    pytest.param(service(), inputs(group="www data"),
+                 "unit group 'www data' is not a plain user or group name", id="space in group"),
+    pytest.param(service(group="$(id)"), inputs(),
+                 "unit group '$(id)' is not a plain user or group name", id="shell in the unit's group"),
+    # the paths
+    pytest.param(service(working_directory="srv/demo/app"), inputs(),
+                 "working_directory 'srv/demo/app' is not an absolute path of plain characters", id="relative"),
+    pytest.param(service(working_directory=None), inputs(),
+                 "working_directory None is not an absolute path of plain characters",
+                 id="unit without WorkingDirectory="),
+    pytest.param(service(), inputs(working_directory="/srv/my app"),
+                 "working_directory '/srv/my app' is not an absolute path of plain characters", id="space"),
+    pytest.param(service(), inputs(working_directory="/srv/%i/app"),
+                 "working_directory '/srv/%i/app' is not an absolute path of plain characters",
+                 id="systemd specifier"),
+    pytest.param(service(), inputs(working_directory="/srv/$HOME"),
+                 "working_directory '/srv/$HOME' is not an absolute path of plain characters", id="dollar"),
+    pytest.param(service(), inputs(working_directory="/srv/demo/../../etc"),
+                 "working_directory '/srv/demo/../../etc' is not an absolute path of plain characters",
+                 id="dot-dot inside"),
+    pytest.param(service(), inputs(working_directory="/srv/demo/.."),
+                 "working_directory '/srv/demo/..' is not an absolute path of plain characters",
+                 id="dot-dot at the end"),
+    pytest.param(service(), inputs(gunicorn_bin="/opt/web venv/bin/gunicorn"),
+                 "gunicorn_bin '/opt/web venv/bin/gunicorn' is not an absolute path of plain characters",
+                 id="space in gunicorn_bin"),
+    pytest.param(service(exec_start=["/srv/demo/venv/bin/python", "-m", "gunicorn", "demoproject.wsgi:application"]),
+                 inputs(),
+                 "gunicorn_bin 'gunicorn' is not an absolute path of plain characters",
+                 id="python -m gunicorn has no gunicorn path"),
+    pytest.param(service(exec_start=["/srv/demo/venv/bin/uwsgi", "--module", "demoproject.wsgi:application"]),
+                 inputs(),
+                 "gunicorn_bin None is not an absolute path of plain characters", id="unit runs no gunicorn"),
+    pytest.param(service(), inputs(config_path="/etc/gunicorn/%n.conf.py"),
+                 "config_path '/etc/gunicorn/%n.conf.py' is not an absolute path of plain characters",
+                 id="specifier in config_path"),
+    pytest.param(service(environment_files=["/etc/demo/env", "etc/demo/secrets"]), inputs(),
+                 "environment_files 'etc/demo/secrets' is not an absolute path of plain characters",
+                 id="relative environment file"),
+    pytest.param(service(), inputs(environment_files=["/etc/demo/env\nExecStartPre=/bin/sh"]),
+                 "environment_files '/etc/demo/env\\nExecStartPre=/bin/sh' is not an absolute path "
+                 "of plain characters",
+                 id="unit line injected through an environment file"),
+    # the WSGI app
+    pytest.param(service(), inputs(wsgi_app="demoproject.wsgi:application\nExecStartPre=/bin/sh"),
+                 "WSGI app 'demoproject.wsgi:application\\nExecStartPre=/bin/sh' is not a module path like "
+                 "project.wsgi:application", id="unit line injected through the app"),
+    pytest.param(service(), inputs(wsgi_app="demoproject.wsgi:application --reload"),
+                 "WSGI app 'demoproject.wsgi:application --reload' is not a module path like "
+                 "project.wsgi:application", id="extra gunicorn argument"),
+    pytest.param(service(), inputs(wsgi_app="demoproject.wsgi:application;id"),
+                 "WSGI app 'demoproject.wsgi:application;id' is not a module path like project.wsgi:application",
+                 id="semicolon"),
+    pytest.param(service(), inputs(wsgi_app="demoproject.app:create_app(debug=True)"),
+                 "WSGI app 'demoproject.app:create_app(debug=True)' is not a module path like "
+                 "project.wsgi:application", id="factory with arguments"),
+    pytest.param(service(), inputs(wsgi_app="$APP"),
+                 "WSGI app '$APP' is not a module path like project.wsgi:application", id="variable"),
+    pytest.param(service(exec_start=["/srv/demo/venv/bin/gunicorn", "--bind", "127.0.0.1:8000"]), inputs(),
+                 "WSGI app None is not a module path like project.wsgi:application", id="unit names no app"),
+]
+
+
+@pytest.mark.parametrize(("facts", "given", "message"), REFUSALS)
+def test_unit_params_refuses(facts: dict, given: dict, message: str) -> None:
+    with pytest.raises(DjdeployError) as caught:
+        unit_params(facts, given, {"graceful_timeout": 30})
+    assert caught.value.message == message
+    assert caught.value.exit_code is ExitCode.REFUSED
+
+
+# (the culprit, the role input the refusal's fix must name)
+FIXES = [
+    pytest.param({"user": "root"}, "set gunicorn_user to the service account", id="user"),
+    pytest.param({"group": "root"}, "set gunicorn_group to the service account", id="group"),
+    pytest.param({"working_directory": "/srv/my app"}, f"set gunicorn_working_directory to {PLAIN_PATH_FIX}",
+                 id="working_directory"),
+    pytest.param({"environment_files": ["/etc/%i"]}, f"set gunicorn_environment_files to {PLAIN_PATH_FIX}",
+                 id="environment_files"),
+    pytest.param({"config_path": "/etc/my conf.py"}, f"set gunicorn_config_path to {PLAIN_PATH_FIX}",
+                 id="config_path"),
+    pytest.param({"wsgi_app": "app;id"}, "set gunicorn_wsgi_app", id="wsgi_app"),
+    pytest.param(
+        {"gunicorn_bin": "/opt/my venv/gunicorn"}, f"set gunicorn_bin to {PLAIN_PATH_FIX}", id="gunicorn_bin",
+    ),
+]
+
+
+@pytest.mark.parametrize(("changes", "fix"), FIXES)
+def test_unit_params_refusal_names_the_input_to_set(changes: dict, fix: str) -> None:
+    with pytest.raises(DjdeployError) as caught:
+        unit_params(service(), inputs(**changes), {"graceful_timeout": 30})
+    assert caught.value.fix == fix
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        pytest.param({"user": "demo\n"}, id="user"),
+        pytest.param({"gunicorn_bin": "/srv/demo/venv/bin/gunicorn\n"}, id="gunicorn_bin"),
+        pytest.param({"config_path": "/etc/gunicorn/gunicorn.conf.py\n"}, id="config_path"),
+        pytest.param({"wsgi_app": "demoproject.wsgi:application\n"}, id="wsgi_app"),
+    ],
+)
+def test_unit_params_refuses_a_trailing_newline(changes: dict) -> None:
+    with pytest.raises(DjdeployError):
+        unit_params(service(), inputs(**changes), {"graceful_timeout": 30})
+
+
+# --- _wsgi_app: the APP_MODULE of real gunicorn command lines ----------------------------------
+
+GUNICORN = "/srv/demo/venv/bin/gunicorn"
+APP = "demoproject.wsgi:application"
+
+WSGI_APPS = [
+    pytest.param(LAB_EXEC_START, APP, id="the lab unit"),
+    pytest.param([GUNICORN, APP], APP, id="app alone"),
+    pytest.param([GUNICORN, "demoproject.wsgi"], "demoproject.wsgi", id="module without callable"),
+    pytest.param([GUNICORN, APP, "-k", "gthread", "--threads", "2", "-w", "3"], APP, id="app before flags"),
+    pytest.param([GUNICORN, "--bind=127.0.0.1:8000", "--workers=3", APP], APP, id="flags with ="),
+    pytest.param([GUNICORN, APP, "--bind=127.0.0.1:8000"], APP, id="app before a flag with ="),
+    pytest.param([GUNICORN, "--preload", "--reload", "--capture-output", APP], APP, id="flags without a value"),
+    pytest.param([GUNICORN, "--access-logfile", "-", "--error-logfile", "-", APP], APP, id="'-' as a flag's value"),
+    pytest.param([GUNICORN, "--env", "DJANGO_SETTINGS_MODULE=demoproject.settings", "--chdir", "/srv/demo/app",
+                  "--pythonpath", "/srv/demo/lib", APP], APP, id="env, chdir and pythonpath"),
+    pytest.param(["/srv/demo/venv/bin/python3", "-m", "gunicorn", "--config", "/etc/gunicorn/gunicorn.conf.py", APP],
+                 APP, id="python -m gunicorn"),
+    pytest.param(["/srv/demo/venv/bin/python3", GUNICORN, "-b", "unix:/run/gunicorn/app.sock", APP], APP,
+                 id="python running the gunicorn script"),
+    pytest.param(["/usr/bin/env", GUNICORN, "-n", "demo", APP], APP, id="wrapper before gunicorn"),
+    pytest.param(["/usr/bin/env", GUNICORN, "--bind", "127.0.0.1:8000"], None,
+                 id="wrapper, no app: gunicorn is not the app"),
+    pytest.param([GUNICORN, "--bind", "127.0.0.1:8000"], None, id="no app"),
+    pytest.param([GUNICORN], None, id="gunicorn alone"),
+    pytest.param([], None, id="no ExecStart"),
+]
+
+
+@pytest.mark.parametrize(("exec_start", "expected"), WSGI_APPS)
+def test_wsgi_app(exec_start: list[str], expected: str | None) -> None:
+    assert rollout._wsgi_app(exec_start) == expected
+
+
+# Every gunicorn flag that takes a separate value; the value must never be taken for the app.
+FLAGS_WITH_VALUE = [
+    "-b", "--bind", "-c", "--config", "-w", "--workers", "-k", "--worker-class", "--threads", "-t",
+    "--timeout", "--graceful-timeout", "--chdir", "-e", "--env", "--pythonpath", "--max-requests",
+    "--max-requests-jitter", "--keep-alive", "--backlog", "-u", "--user", "-g", "--group", "--log-level",
+    "--access-logfile", "--error-logfile", "--name", "-n",
+]
+
+
+@pytest.mark.parametrize("flag", FLAGS_WITH_VALUE)
+def test_wsgi_app_skips_the_value_of(flag: str) -> None:
+    assert rollout._wsgi_app([GUNICORN, APP, flag, "decoy.wsgi:application"]) == APP
+
+
+# --- change_kind -----------------------------------------------------------------------------
+
+UNIT_TEXT = "[Service]\nExecStart=/srv/demo/venv/bin/gunicorn --config /etc/gunicorn/gunicorn.conf.py demo.wsgi\n"
+# sha256sum of that text as a file, as gunicorn_facts reports the unit it reads.
+UNIT_SHA = "fd82eee7db066141ce003a5eb06aa78e5f800f16a70741cf02d49937712a6e15"
+CONFIG = {"workers": 3, "worker_class": "gthread", "threads": 2, "bind": ["127.0.0.1:8000"],
+          "control_socket": "/run/gunicorn/gunicorn.ctl"}
+
+
+def running(**changes: Any) -> dict[str, Any]:
+    facts: dict[str, Any] = {"main_pid": 812, "unit_sha256": UNIT_SHA, "config_settings": dict(CONFIG)}
+    facts.update(changes)
+    return facts
+
+
+CHANGE_KINDS = [
+    pytest.param(running(), CONFIG, UNIT_TEXT, "none", id="same unit, same config"),
+    pytest.param(running(config_settings={**CONFIG, "workers": 1}), CONFIG, UNIT_TEXT, "reload",
+                 id="one setting differs"),
+    pytest.param(running(config_settings={k: v for k, v in CONFIG.items() if k != "threads"}), CONFIG, UNIT_TEXT,
+                 "reload", id="a setting is new"),
+    pytest.param(running(config_settings=None), CONFIG, UNIT_TEXT, "reload", id="no config file yet"),
+    pytest.param(running(config_settings={**CONFIG, "workers": "3"}), CONFIG, UNIT_TEXT, "reload",
+                 id="same digits, other type"),
+    pytest.param(running(), CONFIG, UNIT_TEXT + "PrivateTmp=true\n", "restart", id="unit differs"),
+    pytest.param(running(config_settings=None), CONFIG, UNIT_TEXT + "\n", "restart", id="unit and config differ"),
+    pytest.param(running(unit_sha256=None), CONFIG, UNIT_TEXT, "restart", id="unit unreadable"),
+    pytest.param(running(main_pid=None), CONFIG, UNIT_TEXT, "restart", id="master not running"),
+    pytest.param(running(main_pid=0), CONFIG, UNIT_TEXT, "restart", id="master pid 0"),
+    pytest.param(running(main_pid=None, config_settings={**CONFIG, "workers": 1}), CONFIG, UNIT_TEXT, "restart",
+                 id="master not running, config differs"),
+]
+
+
+@pytest.mark.parametrize(("facts", "config_values", "unit_text", "expected"), CHANGE_KINDS)
+def test_change_kind(facts: dict, config_values: dict, unit_text: str, expected: str) -> None:
+    assert change_kind(facts, config_values, unit_text) == expected
+
+
+# --- rollout_problems ------------------------------------------------------------------------
+
+SETTINGS = {
+    "workers": 3,
+    "worker_class": "gthread",
+    "threads": 2,
+    "timeout": 30,
+    "graceful_timeout": 30,
+    "keepalive": 2,
+    "max_requests": 1000,
+    "max_requests_jitter": 100,
+    "backlog": 2048,
+    "bind": ["127.0.0.1:8000"],
+    "preload_app": False,
+}
+BEFORE = {"main_pid": 812, "workers": [{"pid": 901}, {"pid": 902}]}
+NEW_WORKERS = [{"pid": 1001}, {"pid": 1002}, {"pid": 1003}]
+
+
+def after(**changes: Any) -> dict[str, Any]:
+    """The same master with three new workers that serve as rendered."""
+    facts: dict[str, Any] = {
+        "main_pid": 812,
+        "workers": copy.deepcopy(NEW_WORKERS),
+        "live_settings": {**SETTINGS, "worker_connections": 1000},
+    }
+    facts.update(changes)
+    return facts
+
+
+def live(**changes: Any) -> dict[str, Any]:
+    return {**SETTINGS, "worker_connections": 1000, **changes}
+
+
+ROLLOUT_PROBLEMS = [
+    pytest.param(after(), BEFORE, SETTINGS, "reload", [], id="HUP served as rendered"),
+    pytest.param(after(main_pid=1500), BEFORE, SETTINGS, "restart", [], id="restart has a new master"),
+    pytest.param(after(main_pid=None), BEFORE, SETTINGS, "reload", ["the gunicorn master is not running"],
+                 id="master gone"),
+    pytest.param(after(main_pid=None, workers=[{"pid": 901}], live_settings=None), BEFORE, SETTINGS, "restart",
+                 ["the gunicorn master is not running"], id="master gone says only that"),
+    pytest.param(after(main_pid=1500), BEFORE, SETTINGS, "reload",
+                 ["the master changed from pid 812 to 1500 during a HUP"], id="master pid changed on reload"),
+    pytest.param(after(workers=[{"pid": 902}, {"pid": 901}, {"pid": 1003}]), BEFORE, SETTINGS, "reload",
+                 ["old workers still run: [901, 902]"], id="old workers survive"),
+    pytest.param(after(workers=[{"pid": 902}, {"pid": 1002}, {"pid": 1003}]), BEFORE, SETTINGS, "restart",
+                 ["old workers still run: [902]"], id="an old worker survives a restart"),
+    # {1208, 1201} iterates as 1208, 1201: the pids are listed sorted, not in set order.
+    pytest.param(after(workers=[{"pid": 1201}, {"pid": 1208}, {"pid": 1003}]),
+                 {"main_pid": 812, "workers": [{"pid": 1201}, {"pid": 1208}]}, SETTINGS, "reload",
+                 ["old workers still run: [1201, 1208]"], id="survivors sorted"),
+    pytest.param(after(workers=NEW_WORKERS[:2]), BEFORE, SETTINGS, "reload", ["2 workers run, 3 expected"],
+                 id="too few workers"),
+    pytest.param(after(workers=[*NEW_WORKERS, {"pid": 1004}]), BEFORE, SETTINGS, "reload",
+                 ["4 workers run, 3 expected"], id="too many workers"),
+    pytest.param(after(workers=[]), BEFORE, SETTINGS, "restart", ["0 workers run, 3 expected"], id="no worker"),
+    pytest.param(after(live_settings=live(timeout=60)), BEFORE, SETTINGS, "reload",
+                 ["live timeout is 60, rendered 30"], id="live timeout differs"),
+    pytest.param(after(live_settings=live(worker_class="sync")), BEFORE, SETTINGS, "reload",
+                 ["live worker_class is 'sync', rendered 'gthread'"], id="live worker class differs"),
+    pytest.param(after(live_settings=live(preload_app=True)), BEFORE, SETTINGS, "restart",
+                 ["live preload_app is True, rendered False"], id="live preload differs"),
+    pytest.param(after(live_settings=live(max_requests=0, threads=1, workers=2)), BEFORE, SETTINGS, "reload",
+                 ["live workers is 2, rendered 3", "live threads is 1, rendered 2",
+                  "live max_requests is 0, rendered 1000"],
+                 id="several differ, in a fixed order"),
+    pytest.param(after(live_settings=None), BEFORE, SETTINGS, "reload",
+                 ["the control socket does not answer, so the live settings are unknown"], id="control socket missing"),
+    pytest.param(after(live_settings=live(bind=("127.0.0.1:8000",))), BEFORE, SETTINGS, "reload", [],
+                 id="live bind tuple equals rendered list"),
+    pytest.param(after(), BEFORE, {**SETTINGS, "bind": ("127.0.0.1:8000",)}, "reload", [],
+                 id="rendered bind tuple equals live list"),
+    pytest.param(after(live_settings=live(bind=["0.0.0.0:8000"])), BEFORE, SETTINGS, "reload",
+                 ["live bind is ['0.0.0.0:8000'], rendered ['127.0.0.1:8000']"], id="live bind differs"),
+    pytest.param(after(live_settings=live(bind=("127.0.0.1:8000", "unix:/run/gunicorn/app.sock"))), BEFORE,
+                 SETTINGS, "reload",
+                 ["live bind is ('127.0.0.1:8000', 'unix:/run/gunicorn/app.sock'), rendered ['127.0.0.1:8000']"],
+                 id="live bind has one more address"),
+    pytest.param(after(live_settings={k: v for k, v in SETTINGS.items() if k != "backlog"}), BEFORE,
+                 {**SETTINGS, "backlog": 64}, "reload", [], id="a setting the socket does not report"),
+    pytest.param(after(live_settings=live(worker_connections=5)), BEFORE, {**SETTINGS, "worker_connections": 1000},
+                 "reload", [], id="a setting outside LIVE_CHECKED"),
+    pytest.param(after(workers=NEW_WORKERS[:1]), BEFORE, {"timeout": 30}, "reload", [],
+                 id="settings without workers: no count"),
+    pytest.param(after(), {"main_pid": 812}, SETTINGS, "reload", [], id="no workers before"),
+    pytest.param(
+        after(main_pid=1500, workers=[{"pid": 901}, {"pid": 1002}], live_settings=None), BEFORE, SETTINGS, "reload",
+        [
+            "the master changed from pid 812 to 1500 during a HUP",
+            "old workers still run: [901]",
+            "2 workers run, 3 expected",
+            "the control socket does not answer, so the live settings are unknown",
+        ],
+        id="everything wrong at once, in order",
+    ),
+    # Rolling back to the baseline: what ran before djdeploy is not known well enough to check.
+    pytest.param(after(workers=NEW_WORKERS[:1], live_settings=None), BEFORE, {}, "restart", [],
+                 id="baseline verify with empty settings"),
+    pytest.param(after(workers=NEW_WORKERS[:1], live_settings=None), BEFORE, None, "restart", [],
+                 id="baseline verify without settings"),
+    pytest.param(after(workers=[], live_settings=None), BEFORE, {}, "restart", ["no worker runs"],
+                 id="baseline verify with no worker"),
+    pytest.param(after(workers=[{"pid": 901}], live_settings=None), BEFORE, {}, "reload",
+                 ["old workers still run: [901]"], id="baseline verify with an old worker left"),
+    pytest.param(after(main_pid=1500, live_settings=None), BEFORE, {}, "reload",
+                 ["the master changed from pid 812 to 1500 during a HUP"], id="baseline verify, master changed on HUP"),
+]
+
+
+@pytest.mark.parametrize(("facts", "before", "settings", "kind", "expected"), ROLLOUT_PROBLEMS)
+def test_rollout_problems(facts: dict, before: dict, settings: dict | None, kind: str, expected: list[str]) -> None:
+    assert rollout_problems(facts, before, settings, kind) == expected
+
+
+def test_live_checked_names() -> None:
+    assert rollout.LIVE_CHECKED == (
+        "workers", "worker_class", "threads", "timeout", "graceful_timeout", "keepalive", "max_requests",
+        "max_requests_jitter", "backlog", "bind", "preload_app",
+    )
+
+
+# --- rollout_settled: whether verify may stop waiting ------------------------------------------
+
+SETTLED = [
+    pytest.param(after(), BEFORE, SETTINGS, "reload", True, id="served as rendered"),
+    pytest.param(after(main_pid=None), BEFORE, SETTINGS, "restart", True, id="master gone: waiting cannot help"),
+    pytest.param(after(main_pid=1500), BEFORE, SETTINGS, "reload", True, id="HUP replaced the master"),
+    pytest.param(after(main_pid=1500, workers=NEW_WORKERS[:2]), BEFORE, SETTINGS, "restart", False,
+                 id="restart still booting workers"),
+    pytest.param(after(workers=[{"pid": 901}, {"pid": 1002}, {"pid": 1003}]), BEFORE, SETTINGS, "reload", False,
+                 id="old worker still stopping"),
+    pytest.param(after(live_settings=None), BEFORE, SETTINGS, "reload", False, id="socket not up yet"),
+    pytest.param(after(live_settings=live(timeout=60)), BEFORE, SETTINGS, "reload", False,
+                 id="live setting not yet as rendered"),
+    pytest.param(after(workers=[], live_settings=None), BEFORE, {}, "restart", False, id="baseline, no worker yet"),
+    pytest.param(after(workers=NEW_WORKERS[:1], live_settings=None), BEFORE, {}, "restart", True,
+                 id="baseline serving"),
+]
+
+
+@pytest.mark.parametrize(("facts", "before", "settings", "kind", "expected"), SETTLED)
+def test_rollout_settled(facts: dict, before: dict, settings: dict, kind: str, expected: bool) -> None:
+    assert rollout.rollout_settled(facts, before, settings, kind) is expected
+
+
+# --- previous_settings -----------------------------------------------------------------------
+
+PREVIOUS = [
+    pytest.param({"live_settings": {"workers": 2, "timeout": 30}, "config_settings": {"workers": 5},
+                  "workers": [{"pid": 1}]}, {"workers": 2, "timeout": 30}, id="live wins"),
+    pytest.param({"live_settings": None, "config_settings": {"workers": 5}, "workers": [{"pid": 1}]},
+                 {"workers": 5}, id="no socket: the file"),
+    pytest.param({"live_settings": {}, "config_settings": {"workers": 5}}, {"workers": 5},
+                 id="empty live: the file"),
+    pytest.param({"live_settings": None, "config_settings": None, "workers": [{"pid": 1}, {"pid": 2}]},
+                 {"workers": 2}, id="neither: count the workers"),
+    pytest.param({"config_settings": {}, "workers": [{"pid": 1}]}, {"workers": 1}, id="empty file: count"),
+    pytest.param({"live_settings": None, "config_settings": None, "workers": []}, {}, id="nothing runs"),
+    pytest.param({}, {}, id="nothing known"),
+]
+
+
+@pytest.mark.parametrize(("facts", "expected"), PREVIOUS)
+def test_previous_settings(facts: dict, expected: dict) -> None:
+    assert previous_settings(facts) == expected
+
+
+def test_previous_settings_is_a_copy() -> None:
+    facts = {"live_settings": {"workers": 2}}
+    previous_settings(facts)["workers"] = 9
+    assert facts == {"live_settings": {"workers": 2}}
+
+
+# --- verify_targets --------------------------------------------------------------------------
+
+VERIFY_TARGETS = [
+    pytest.param(["127.0.0.1:8000"], ["/healthz", "/dashboard/"],
+                 [{"url": "http://127.0.0.1:8000/healthz", "unix_socket": ""},
+                  {"url": "http://127.0.0.1:8000/dashboard/", "unix_socket": ""}], id="tcp"),
+    pytest.param(["0.0.0.0:8080"], ["/healthz"], [{"url": "http://127.0.0.1:8080/healthz", "unix_socket": ""}],
+                 id="0.0.0.0 is asked on 127.0.0.1"),
+    pytest.param([":8000"], ["/healthz"], [{"url": "http://127.0.0.1:8000/healthz", "unix_socket": ""}],
+                 id="empty host is asked on 127.0.0.1"),
+    pytest.param(["[::]:8000"], ["/healthz"], [{"url": "http://[::1]:8000/healthz", "unix_socket": ""}],
+                 id="[::] is asked on [::1]"),
+    pytest.param(["[::1]:8000"], ["/healthz"], [{"url": "http://[::1]:8000/healthz", "unix_socket": ""}],
+                 id="[::1] as it is"),
+    pytest.param(["10.0.3.7:8000"], ["/healthz"], [{"url": "http://10.0.3.7:8000/healthz", "unix_socket": ""}],
+                 id="a specific address as it is"),
+    pytest.param(["localhost:9000"], ["/healthz"], [{"url": "http://localhost:9000/healthz", "unix_socket": ""}],
+                 id="host name as it is"),
+    pytest.param(["unix:/run/gunicorn/app.sock"], ["/healthz", "/dashboard/"],
+                 [{"url": "http://localhost/healthz", "unix_socket": "/run/gunicorn/app.sock"},
+                  {"url": "http://localhost/dashboard/", "unix_socket": "/run/gunicorn/app.sock"}], id="unix socket"),
+    pytest.param(["unix:/run/gunicorn/app.sock", "127.0.0.1:8000"], ["/healthz"],
+                 [{"url": "http://localhost/healthz", "unix_socket": "/run/gunicorn/app.sock"}],
+                 id="first address only: unix"),
+    pytest.param(["0.0.0.0:8000", "unix:/run/gunicorn/app.sock"], ["/healthz"],
+                 [{"url": "http://127.0.0.1:8000/healthz", "unix_socket": ""}], id="first address only: tcp"),
+    pytest.param(["127.0.0.1:8000"], [], [], id="no paths"),
+]
+
+
+@pytest.mark.parametrize(("bind", "paths", "expected"), VERIFY_TARGETS)
+def test_verify_targets(bind: list[str], paths: list[str], expected: list[dict[str, str]]) -> None:
+    assert verify_targets(bind, paths) == expected
