@@ -102,6 +102,8 @@ def _print_outcomes(hosts: dict[str, Any]) -> None:
                 style = "bold" if before != value else ""
                 table.add_row(name, _show(before), Text(_show(value), style=style), reason)
             stdout.print(table)
+        if record.get("diff"):
+            stdout.print(Text(record["diff"], style="dim"), soft_wrap=True)
         for warning in record.get("warnings") or []:
             stdout.print(Text(f"  warning: {warning}", style="yellow"))
         if record.get("message"):

@@ -11,6 +11,7 @@ role calls through its filter plugin.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import re
 from collections.abc import Mapping
@@ -211,3 +212,11 @@ def verify_targets(bind: list[str], paths: list[str]) -> list[dict[str, str]]:
     elif host == "[::]":
         host = "[::1]"
     return [{"url": f"http://{host}:{port}{path}", "unix_socket": ""} for path in paths]
+
+
+def unified_diff(new_text: str, old_text: str | None, path: str) -> str:
+    """The change a config write would make, as `diff -u` shows it."""
+    old_lines = (old_text or "").splitlines(keepends=True)
+    new_lines = new_text.splitlines(keepends=True)
+    before = path if old_text is not None else "/dev/null"
+    return "".join(difflib.unified_diff(old_lines, new_lines, fromfile=before, tofile=path))
