@@ -24,8 +24,7 @@ ROLES_DIR = PROJECT_DIR / "roles"
 class PlaybookResult:
     """What a run did, per host, in plain data."""
 
-    status: str  # ansible-runner's: successful, failed, timeout, canceled
-    rc: int
+    status: str  # ansible-runner's: successful or failed (timeout and canceled raise)
     reports: dict[str, dict[str, Any]]  # the role's set_stats record per host
     unreachable: dict[str, str] = field(default_factory=dict)  # host -> message
     failures: dict[str, str] = field(default_factory=dict)  # host -> last failure message
@@ -109,9 +108,10 @@ def run_playbook(
             output = runner.stdout.read().strip()[-3000:] if runner.stdout else ""
             raise DjdeployError(f"ansible-playbook failed before the play ran (rc {runner.rc}):\n{output}",
                                 ExitCode.ERROR)
+    if runner.status in ("timeout", "canceled"):
+        raise DjdeployError(f"the Ansible run ended: {runner.status}", ExitCode.ERROR)
     return PlaybookResult(
         status=runner.status,
-        rc=runner.rc,
         reports=collected.reports,
         unreachable=collected.unreachable,
         failures=collected.failures,
@@ -155,7 +155,3 @@ class _Collector:
         if self.on_task:
             self.on_task(TaskEvent(host, data.get("task", ""), status, message))
 
-
-def raise_for_runner(result: PlaybookResult) -> None:
-    if result.status in ("timeout", "canceled"):
-        raise DjdeployError(f"the Ansible run ended: {result.status}", ExitCode.ERROR)

@@ -39,14 +39,6 @@ options:
         config file and Gunicorn's defaults (C($XDG_RUNTIME_DIR/gunicorn.ctl),
         C($HOME/.gunicorn/gunicorn.ctl) of the service user).
     type: path
-  default_worker_memory_bytes:
-    description:
-      - Memory per worker that sizing assumes when no worker runs to be measured.
-      - Validated here so a role can hand one set of sizing options to this module and to the
-        sizing filter, but never copied into the facts. C(worker_pss_bytes) stays null when nothing
-        was measured, which is how sizing tells a measurement from this assumption.
-    type: int
-    default: 67108864
 notes:
   - Needs root on the host (C(become)) to read other users' C(/proc/PID/smaps_rollup) and to
     connect to the control socket, which Gunicorn creates with mode 0600.
@@ -966,12 +958,9 @@ def main():
             service=dict(type="str", default="gunicorn.service"),
             config_path=dict(type="path"),
             control_socket=dict(type="path"),
-            default_worker_memory_bytes=dict(type="int", default=64 * MIB),
         ),
         supports_check_mode=True,
     )
-    if module.params["default_worker_memory_bytes"] <= 0:
-        module.fail_json(msg="default_worker_memory_bytes must be positive")
     facts = gather(module)
     for warning in facts["warnings"]:
         module.warn(warning)
