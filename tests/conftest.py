@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,6 +46,39 @@ class LabHosts:
         done = self.exec(host, "sh", "-c", script)
         assert done.returncode == 0, f"{script!r} on {host} exited {done.returncode}: {done.stderr}"
         return done.stdout
+
+
+# --- looking at a lab host from outside, the way an operator would ---
+
+
+def run_json(lab: LabHosts, command: str, *args: str) -> tuple[int, dict, str]:
+    """Run a djdeploy command with --json against the lab: (exit code, the document, stderr)."""
+    done = djdeploy(command, *args, "-i", lab.inventory, "--json")
+    # --json: exactly one JSON document on stdout, progress on stderr.
+    try:
+        return done.returncode, json.loads(done.stdout), done.stderr
+    except json.JSONDecodeError as exc:
+        raise AssertionError(f"djdeploy {command} printed no JSON document ({exc}):\n{done.stdout}\n{done.stderr}")
+
+
+def live_settings(lab: LabHosts, host: str = "web01") -> dict:
+    out = lab.sh(host, "/srv/demo/venv/bin/gunicornc -s /run/gunicorn/gunicorn.ctl -c 'show config' -j")
+    return json.loads(out)
+
+
+def worker_pids(lab: LabHosts, host: str = "web01") -> list[int]:
+    master = int(lab.sh(host, "systemctl show -p MainPID --value gunicorn").strip())
+    return [int(p) for p in lab.sh(host, f"pgrep -P {master} || true").split()]
+
+
+def master_pid(lab: LabHosts, host: str = "web01") -> int:
+    return int(lab.sh(host, "systemctl show -p MainPID --value gunicorn").strip())
+
+
+def serves_dashboard(lab: LabHosts, host: str = "web01") -> bool:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"{lab.hosts[host]['url']}dashboard/", timeout=10) as response:
+        return response.status == 200
 
 
 @pytest.fixture(scope="session")

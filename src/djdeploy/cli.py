@@ -29,7 +29,7 @@ app.add_typer(lab_app, name="lab")
 
 # soft_wrap: messages stay one line each, so they can be read and grepped whole.
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
-stdout = Console(highlight=False)
+stdout = Console(highlight=False, soft_wrap=True)
 
 LabOption = Annotated[
     Optional[str],
@@ -91,6 +91,8 @@ def _print_outcomes(hosts: dict[str, Any]) -> None:
         title = Text(f"{host}: ") + Text(outcome, style=OUTCOME_STYLE.get(outcome, ""))
         if change and change != "none":
             title += Text(f" ({'would ' if record.get('check_mode') else ''}{change})")
+        if record.get("restores"):
+            title += Text(f", restoring {record['restores']}")
         stdout.print(title)
         settings = record.get("settings") or {}
         if settings:
@@ -128,7 +130,7 @@ def tune_command(
     as_json: JsonOption = False,
 ) -> None:
     """Size gunicorn from each host's facts, apply it safely, verify it, roll back on failure."""
-    from djdeploy.tune import tune
+    from djdeploy.operations import tune
 
     summary = tune(patterns, inventory=inventory, profile=profile, sets=sets or [], check=check,
                    on_task=_task_progress)
@@ -137,6 +139,138 @@ def tune_command(
     else:
         _print_outcomes(summary["hosts"])
     raise typer.Exit(summary["exit_code"])
+
+
+@app.command("rollback")
+def rollback_command(
+    patterns: Annotated[list[str], typer.Argument(help="Ansible host patterns: web01, 'web*', a group.")],
+    to: Annotated[
+        Optional[str], typer.Option("--to", help="History entry id to restore (default: the last-known-good before the live one).")
+    ] = None,
+    inventory: InventoryOption = None,
+    check: Annotated[bool, typer.Option("--check", help="Show what would be restored; change nothing.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Put an earlier config back: validated, applied with HUP or restart, verified, undone if it fails."""
+    from djdeploy.operations import rollback
+
+    summary = rollback(patterns, inventory=inventory, to=to, check=check, on_task=_task_progress)
+    if as_json:
+        _print_json({"hosts": summary["hosts"]})
+    else:
+        _print_outcomes(summary["hosts"])
+    raise typer.Exit(summary["exit_code"])
+
+
+@app.command("history")
+def history_command(
+    patterns: Annotated[list[str], typer.Argument(help="Host name or Ansible host patterns.")],
+    inventory: InventoryOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Every change on each host: when, who, the command, what changed, verdict, LIVE and LKG."""
+    from djdeploy.operations import history
+
+    summary = history(patterns, inventory=inventory)
+    if as_json:
+        _print_json({"hosts": summary["hosts"]})
+    else:
+        for host, record in sorted(summary["hosts"].items()):
+            _print_history(host, record)
+    raise typer.Exit(summary["exit_code"])
+
+
+@app.command("status")
+def status_command(
+    patterns: Annotated[list[str], typer.Argument(help="Ansible host patterns: web01, 'web*', a group.")],
+    inventory: InventoryOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """What runs: live, written and computed settings with drift, workers, history, health. Read-only."""
+    from djdeploy.operations import status
+
+    summary = status(patterns, inventory=inventory)
+    if as_json:
+        _print_json({"hosts": summary["hosts"]})
+    else:
+        for host, record in sorted(summary["hosts"].items()):
+            _print_status(host, record)
+    raise typer.Exit(summary["exit_code"])
+
+
+def _print_history(host: str, record: dict[str, Any]) -> None:
+    if record["outcome"] != "ok":
+        stdout.print(Text(f"{host}: {record['message']}", style="bold red"))
+        return
+    entries = record["entries"]
+    if not entries:
+        stdout.print(f"{host}: no djdeploy history")
+        return
+    stdout.print(Text(f"{host}: ", style="bold") + Text(f"{len(entries)} entries, live {record['live']}, "
+                                                         f"last-known-good {record['last_known_good']}"))
+    # One block per entry, newest first: ids stay whole so they can be copied into --to.
+    for entry in reversed(entries):
+        marks = [mark for mark, on in (("LIVE", entry["live"]), ("LKG", entry["last_known_good"])) if on]
+        line = Text(f"  {entry['id']}  ") + Text(str(entry["verdict"]), style=VERDICT_STYLE.get(entry["verdict"], ""))
+        if marks:
+            line += Text("  " + " ".join(marks), style="bold")
+        stdout.print(line)
+        stdout.print(Text(f"      {entry['time'] or '?'}  {entry['who'] or '?'}  {entry['command'] or ''}", style="dim"))
+        changed = ", ".join(f"{name} {_show(before) if before is not None else '?'} → {_show(after)}"
+                            for name, (before, after) in entry["changed"].items())
+        if entry.get("restores"):
+            stdout.print(f"      restores {entry['restores']}")
+        if changed:
+            stdout.print(f"      changed: {changed}")
+        if entry.get("failure"):
+            stdout.print(Text(f"      why: {entry['failure']}", style=VERDICT_STYLE.get(entry["verdict"], "")))
+
+
+VERDICT_STYLE = {"good": "green", "rolled_back": "yellow", "refused": "red", "pending": "bold red",
+                 "unreadable": "bold red"}
+
+
+def _print_status(host: str, record: dict[str, Any]) -> None:
+    outcome = record["outcome"]
+    if outcome == "failed":
+        stdout.print(Text(f"{host}: {record['message']}", style="bold red"))
+        return
+    service, master, health = record["service"], record["master"], record["health"]
+    title = Text(f"{host}: ") + Text(outcome, style="green" if outcome == "healthy" else "bold red")
+    title += Text(f"  {service['active_state']}/{service['sub_state']}")
+    if master:
+        title += Text(f", master {master['pid']} up {_age(master['age_seconds'])}")
+    history = record["history"]
+    title += Text(f", live {history['live'] or '-'}, last-known-good {history['last_known_good'] or '-'}")
+    stdout.print(title)
+    stdout.print(f"  health: {health.get('url')} → {health.get('status')}"
+                 + (f" ({health['message']})" if not health["ok"] and health.get("message") else ""))
+    table = Table("setting", "live", "file", "tune now", box=None, padding=(0, 2, 0, 2))
+    for name, values in record["settings"].items():
+        cells = [_show(values[key]) if values[key] is not None else "-" for key in ("live", "file", "tune")]
+        table.add_row(name, *cells)
+    stdout.print(table)
+    workers = Table("worker pid", "age", "RSS", "PSS", box=None, padding=(0, 2, 0, 2))
+    for worker in record["workers"]:
+        workers.add_row(str(worker["pid"]), _age(worker["age_seconds"]), _mib(worker["rss_bytes"]),
+                        _mib(worker["pss_bytes"]))
+    stdout.print(workers)
+    for line in record["drift"]:
+        stdout.print(Text(f"  drift: {line}", style="yellow"))
+    for warning in record["warnings"]:
+        stdout.print(Text(f"  warning: {warning}", style="yellow"))
+
+
+def _age(seconds: int | None) -> str:
+    if seconds is None:
+        return "?"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def _mib(value: int | None) -> str:
+    return "?" if value is None else f"{value / 1048576:.1f} MiB"
 
 
 @lab_app.command("up")

@@ -60,7 +60,10 @@ def unit_params(service: Mapping[str, Any], inputs: Mapping[str, Any], settings:
         "gunicorn_bin": gunicorn_bin,
         "wsgi_app": inputs.get("wsgi_app") or _wsgi_app(exec_start),
         "config_path": inputs["config_path"],
-        "timeout_stop_sec": int(settings["graceful_timeout"]) + STOP_MARGIN_SECONDS,
+        # Only a rendered unit needs it; restoring a history entry validates the unit as it is.
+        "timeout_stop_sec": (
+            int(settings["graceful_timeout"]) + STOP_MARGIN_SECONDS if "graceful_timeout" in settings else None
+        ),
     }
     _check_unit_params(params)
     return params
@@ -140,6 +143,22 @@ def change_kind(
     return "none"
 
 
+def restore_kind(service: Mapping[str, Any], entry: Mapping[str, Any], expected: Mapping[str, Any]) -> str:
+    """none, reload or restart to put a history entry back: its files against those on the host,
+    and its settings against the live ones (a config may have been written but never loaded)."""
+    if entry.get("unit_sha256") != service.get("unit_sha256") or not service.get("main_pid"):
+        return "restart"
+    if (entry.get("config_sha256") or None) != (service.get("config_sha256") or None):
+        return "reload"
+    live = service.get("live_settings")
+    if expected and live is not None and any(
+        name in live and _normalized(live[name]) != _normalized(value)
+        for name, value in expected.items() if name in LIVE_CHECKED
+    ):
+        return "reload"
+    return "none"
+
+
 def rollout_problems(
     after: Mapping[str, Any],
     before: Mapping[str, Any],
@@ -214,9 +233,11 @@ def verify_targets(bind: list[str], paths: list[str]) -> list[dict[str, str]]:
     return [{"url": f"http://{host}:{port}{path}", "unix_socket": ""} for path in paths]
 
 
-def unified_diff(new_text: str, old_text: str | None, path: str) -> str:
-    """The change a config write would make, as `diff -u` shows it."""
+def unified_diff(new_text: str | None, old_text: str | None, path: str) -> str:
+    """The change a config write (or, with no new text, its removal) would make, as `diff -u`
+    shows it."""
     old_lines = (old_text or "").splitlines(keepends=True)
-    new_lines = new_text.splitlines(keepends=True)
+    new_lines = (new_text or "").splitlines(keepends=True)
     before = path if old_text is not None else "/dev/null"
-    return "".join(difflib.unified_diff(old_lines, new_lines, fromfile=before, tofile=path))
+    after = path if new_text is not None else "/dev/null"
+    return "".join(difflib.unified_diff(old_lines, new_lines, fromfile=before, tofile=after))

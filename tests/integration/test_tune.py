@@ -4,11 +4,10 @@ refused on bad input, and rolled back by itself when the new workers cannot boot
 from __future__ import annotations
 
 import json
-import urllib.request
 
 import pytest
 
-from conftest import LabHosts, djdeploy
+from conftest import LabHosts, djdeploy, live_settings, master_pid, run_json, serves_dashboard, worker_pids
 
 pytestmark = pytest.mark.lab
 
@@ -17,29 +16,7 @@ CONFIG = "/etc/gunicorn/gunicorn.conf.py"
 
 
 def tune(lab: LabHosts, *args: str) -> tuple[int, dict, str]:
-    done = djdeploy("tune", *args, "-i", lab.inventory, "--json")
-    # --json: exactly one JSON document on stdout, progress on stderr.
-    return done.returncode, json.loads(done.stdout), done.stderr
-
-
-def live_settings(lab: LabHosts, host: str = "web01") -> dict:
-    out = lab.sh(host, "/srv/demo/venv/bin/gunicornc -s /run/gunicorn/gunicorn.ctl -c 'show config' -j")
-    return json.loads(out)
-
-
-def worker_pids(lab: LabHosts, host: str = "web01") -> list[int]:
-    master = int(lab.sh(host, "systemctl show -p MainPID --value gunicorn").strip())
-    return [int(p) for p in lab.sh(host, f"pgrep -P {master} || true").split()]
-
-
-def master_pid(lab: LabHosts, host: str = "web01") -> int:
-    return int(lab.sh(host, "systemctl show -p MainPID --value gunicorn").strip())
-
-
-def serves_dashboard(lab: LabHosts, host: str = "web01") -> bool:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(f"{lab.hosts[host]['url']}dashboard/", timeout=10) as response:
-        return response.status == 200
+    return run_json(lab, "tune", *args)
 
 
 @pytest.fixture(scope="module")

@@ -148,8 +148,8 @@ def test_the_walk_sees_nested_blocks_and_rescues() -> None:
     # Registered inside rollback.yml's block, and set in its rescue.
     assert ("rollback.yml", "Read the last-known-good entry", "__gunicorn_lkg_meta") in found["register"]
     assert ("rollback.yml", "Note that the host needs a person", "_gunicorn_outcome") in found["set_fact"]
-    # Task vars of an include inside main.yml's apply block.
-    verify_include = ("main.yml", "Verify that the new workers serve with the new settings", "_gunicorn_verify_kind")
+    # Task vars of an include inside change.yml's apply block.
+    verify_include = ("change.yml", "Verify that the new workers serve with the new settings", "_gunicorn_verify_kind")
     assert verify_include in found["vars"]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
-from djdeploy import pyliteral, rollout, sizing
+from djdeploy import history, pyliteral, rollout, sizing
 from djdeploy.errors import DjdeployError
 
 
@@ -25,6 +25,10 @@ class FilterModule:
             "djdeploy_plan": _refusing(sizing.plan),
             "djdeploy_unit_params": _refusing(rollout.unit_params),
             "djdeploy_change_kind": _refusing(rollout.change_kind),
+            "djdeploy_restore_kind": rollout.restore_kind,
+            "djdeploy_rollback_target": _refusing(history.rollback_target),
+            "djdeploy_expected_settings": history.expected_settings,
+            "djdeploy_history_prunable": _refusing(history.prunable),
             "djdeploy_rollout_problems": _refusing(rollout.rollout_problems),
             "djdeploy_rollout_settled": _refusing(rollout.rollout_settled),
             "djdeploy_previous_settings": rollout.previous_settings,

@@ -229,6 +229,10 @@ gunicorn_facts:
       type: list
       elements: str
       returned: success
+    collected_at_epoch:
+      description: The host's clock when the facts were read, to age processes against.
+      type: float
+      returned: success
 """
 
 import ast
@@ -243,6 +247,7 @@ import re
 import socket
 import stat
 import struct
+import time
 from collections import namedtuple
 
 from ansible.module_utils.basic import AnsibleModule
@@ -949,7 +954,7 @@ def gather(module):
         "venv_python": venv_python,
     }
     sizing = sizing_facts(main_pid, master_cgroups, unit["cgroup_path"], master, workers, warnings)
-    return {"sizing": sizing, "service": service, "warnings": list(warnings)}
+    return {"sizing": sizing, "service": service, "warnings": list(warnings), "collected_at_epoch": time.time()}
 
 
 def main():

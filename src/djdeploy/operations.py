@@ -1,0 +1,155 @@
+"""What each command does on the controller: check the request, run the gunicorn role's entry
+point on the hosts through the runner, and turn what each host reports into records and one
+exit code. Changing commands (tune, rollback) share the outcomes; the read-only ones (status,
+history) never run in a way that could change a host."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import re
+import secrets
+import shlex
+import socket
+import sys
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from djdeploy import history as history_rules
+from djdeploy import runner
+from djdeploy import status as status_rules
+from djdeploy.errors import DjdeployError, ExitCode
+from djdeploy.gunicorn_settings import parse_override, validate_settings
+
+PROFILES = ("cpu", "io", "mixed")
+_ENTRY_ID = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}(-baseline)?$")
+# The worst outcome decides the exit code; the codes grow with how bad the outcome is.
+EXIT_FOR_OUTCOME = {
+    "applied": ExitCode.OK,
+    "unchanged": ExitCode.OK,
+    "refused": ExitCode.REFUSED,
+    "rolled_back": ExitCode.ROLLED_BACK,
+    "failed": ExitCode.NEEDS_PERSON,
+}
+
+
+def default_inventory() -> Path:
+    from djdeploy.lab.fleet import lab_inventory_path
+
+    configured = os.environ.get("DJDEPLOY_INVENTORY")
+    return Path(configured) if configured else lab_inventory_path()
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, object]:
+    overrides = dict(parse_override(pair, source="--set") for pair in pairs)
+    return validate_settings(overrides, source="--set")
+
+
+def run_identity(argv: list[str]) -> dict[str, str]:
+    now = datetime.now(timezone.utc)
+    return {
+        "id": f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}",
+        "time": now.isoformat(timespec="seconds"),
+        "who": f"{getpass.getuser()}@{socket.gethostname()}",
+        "command": shlex.join(["djdeploy", *argv]),
+    }
+
+
+def tune(
+    patterns: list[str],
+    *,
+    inventory: Path | None = None,
+    profile: str | None = None,
+    sets: list[str] | None = None,
+    check: bool = False,
+    on_task: Callable[[runner.TaskEvent], None] | None = None,
+) -> dict[str, Any]:
+    """Run the role on the hosts the patterns select; returns {"hosts": {...}, "exit_code": n}."""
+    if profile is not None and profile not in PROFILES:
+        raise DjdeployError(f"--profile {profile!r} is not one of {', '.join(PROFILES)}")
+    overrides = parse_overrides(sets or [])
+    inventory = inventory or default_inventory()
+    hosts = runner.resolve_hosts(inventory, patterns)
+    extravars: dict[str, Any] = {"djdeploy_run": run_identity(sys.argv[1:])}
+    if profile:
+        extravars["gunicorn_profile"] = profile
+    if overrides:
+        extravars["gunicorn_overrides"] = overrides
+        extravars["gunicorn_overrides_source"] = "--set"
+    result = runner.run_playbook("tune.yml", inventory, hosts, extravars, check=check, on_task=on_task)
+    return summarize(hosts, result)
+
+
+def rollback(
+    patterns: list[str],
+    *,
+    inventory: Path | None = None,
+    to: str | None = None,
+    check: bool = False,
+    on_task: Callable[[runner.TaskEvent], None] | None = None,
+) -> dict[str, Any]:
+    """Put each host back on its last-known-good config before the live one, or on entry `to`."""
+    if to is not None and not _ENTRY_ID.fullmatch(to):
+        raise DjdeployError(f"--to {to!r} is not a history entry id (like 20261121T093000Z-a1b2c3)",
+                            fix="see `djdeploy history HOST` for the ids")
+    inventory = inventory or default_inventory()
+    hosts = runner.resolve_hosts(inventory, patterns)
+    extravars: dict[str, Any] = {"djdeploy_run": run_identity(sys.argv[1:])}
+    if to:
+        extravars["gunicorn_restore_to"] = to
+    result = runner.run_playbook("rollback.yml", inventory, hosts, extravars, check=check, on_task=on_task)
+    return summarize(hosts, result)
+
+
+def history(patterns: list[str], *, inventory: Path | None = None) -> dict[str, Any]:
+    """Every host's history entries, oldest first, with what each changed and its verdict."""
+    inventory = inventory or default_inventory()
+    hosts = runner.resolve_hosts(inventory, patterns)
+    result = runner.run_playbook("history.yml", inventory, hosts, {})
+    records: dict[str, Any] = {}
+    for host in hosts:
+        found = result.reports.get(host)
+        if found is None:
+            records[host] = _unreported(host, result)
+            continue
+        records[host] = {
+            "outcome": "ok",
+            "entries": history_rules.rows(found),
+            "live": found.get("live"),
+            "last_known_good": found.get("lkg"),
+        }
+    return _with_exit_code(records, {"ok": ExitCode.OK})
+
+
+def status(patterns: list[str], *, inventory: Path | None = None) -> dict[str, Any]:
+    """Per host: live, written and computed settings with their drift, the master and workers,
+    the history pointers and whether /healthz answers. Changes nothing."""
+    inventory = inventory or default_inventory()
+    hosts = runner.resolve_hosts(inventory, patterns)
+    result = runner.run_playbook("status.yml", inventory, hosts, {})
+    records = {
+        host: status_rules.report(result.reports[host]) if host in result.reports else _unreported(host, result)
+        for host in hosts
+    }
+    return _with_exit_code(records, {"healthy": ExitCode.OK, "unhealthy": ExitCode.NEEDS_PERSON})
+
+
+def summarize(hosts: list[str], result: runner.PlaybookResult) -> dict[str, Any]:
+    """One record per selected host, and the exit code the worst of them calls for."""
+    records = {
+        host: result.reports.get(host) or {**_unreported(host, result), "settings": {}, "reasons": {}, "previous": {}}
+        for host in hosts
+    }
+    return _with_exit_code(records, EXIT_FOR_OUTCOME)
+
+
+def _unreported(host: str, result: runner.PlaybookResult) -> dict[str, Any]:
+    message = result.unreachable.get(host) or result.failures.get(host) or "the run ended without a report"
+    return {"outcome": "failed", "message": f"unreachable: {message}" if host in result.unreachable else message}
+
+
+def _with_exit_code(records: dict[str, Any], exit_for_outcome: dict[str, ExitCode]) -> dict[str, Any]:
+    codes = [exit_for_outcome.get(r["outcome"], ExitCode.NEEDS_PERSON) for r in records.values()]
+    return {"hosts": records, "exit_code": int(max(codes, default=ExitCode.OK))}

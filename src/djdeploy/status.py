@@ -1,0 +1,102 @@
+"""What `djdeploy status` says about a host, from what the role read there: the settings live
+(control socket), in the file and what a tune would compute now, the drift between them, the
+master and its workers with their ages and memory, the history pointers and the health check.
+Pure: the role gathers, this judges.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from djdeploy.rollout import LIVE_CHECKED
+
+HEALTHY_STATUS = 200
+
+
+def report(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """One host's status record: {outcome, service, master, workers, settings, drift, ...}."""
+    facts = raw.get("facts") or {}
+    service = facts.get("service") or {}
+    now = float(facts.get("collected_at_epoch") or 0)
+    plan = raw.get("plan") or {}
+    health = dict(raw.get("health") or {})
+    health["ok"] = health.get("status") == HEALTHY_STATUS
+    history = raw.get("history") or {}
+    settings = compare(service.get("live_settings"), service.get("config_settings"), plan.get("settings"))
+    return {
+        "outcome": "healthy" if health["ok"] else "unhealthy",
+        "service": {
+            "active_state": service.get("active_state"),
+            "sub_state": service.get("sub_state"),
+            "fragment_path": service.get("fragment_path"),
+            "config_path": service.get("config_path"),
+            "config_sha256": service.get("config_sha256"),
+            "unit_sha256": service.get("unit_sha256"),
+            "control_socket": service.get("control_socket"),
+            "gunicorn_version": service.get("gunicorn_version"),
+        },
+        "master": _process(service.get("master"), now),
+        "workers": [_process(worker, now) for worker in service.get("workers") or []],
+        "settings": settings,
+        "drift": drift(service, settings, plan_error=raw.get("plan_error")),
+        "reasons": plan.get("reasons") or {},
+        "history": {
+            "live": history.get("live"),
+            "last_known_good": history.get("lkg"),
+            "entries": history.get("entries", 0),
+        },
+        "health": health,
+        "warnings": list(facts.get("warnings") or []) + list(plan.get("warnings") or []),
+    }
+
+
+def _process(process: Mapping[str, Any] | None, now: float) -> dict[str, Any] | None:
+    if not process:
+        return None
+    started = process.get("started_at_epoch")
+    return {
+        "pid": process.get("pid"),
+        "age_seconds": round(now - started) if started is not None and now else None,
+        "rss_bytes": process.get("rss_bytes"),
+        "pss_bytes": process.get("pss_bytes"),
+    }
+
+
+def compare(
+    live: Mapping[str, Any] | None, written: Mapping[str, Any] | None, tune: Mapping[str, Any] | None
+) -> dict[str, dict[str, Any]]:
+    """{name: {live, file, tune}} for every setting djdeploy computes or finds in the file; a
+    value is None where it is not known (no control socket, no file, no plan)."""
+    live, written, tune = live or {}, written or {}, tune or {}
+    names = sorted(set(tune) | set(written))
+    return {name: {"live": live.get(name), "file": written.get(name), "tune": tune.get(name)} for name in names}
+
+
+def drift(
+    service: Mapping[str, Any], settings: Mapping[str, Mapping[str, Any]], *, plan_error: str | None = None
+) -> list[str]:
+    """Sentences naming each difference between what runs, what the file says and what a tune
+    would set now; [] when all three agree."""
+    found: list[str] = []
+    if service.get("main_pid") and service.get("live_settings") is None:
+        found.append("the control socket does not answer, so the live settings are unknown")
+    if not service.get("main_pid"):
+        found.append(f"gunicorn is not running ({service.get('active_state')}/{service.get('sub_state')})")
+    for name, values in settings.items():
+        live, written, tune = (_normalized(values[key]) for key in ("live", "file", "tune"))
+        if name in LIVE_CHECKED and live is not None and written is not None and live != written:
+            found.append(f"{name}: live {live!r} but the file says {written!r} (written, not loaded)")
+        if tune is not None and written != tune:
+            found.append(f"{name}: the file says {_shown(written)}, a tune now would set {tune!r}")
+    if plan_error:
+        found.append(f"a tune now would refuse: {plan_error}")
+    return found
+
+
+def _shown(value: Any) -> str:
+    return "nothing" if value is None else repr(value)
+
+
+def _normalized(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
