@@ -24,7 +24,8 @@ from djdeploy.errors import DjdeployError, ExitCode
 from djdeploy.gunicorn_settings import parse_override, validate_settings
 
 PROFILES = ("cpu", "io", "mixed")
-_ENTRY_ID = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}(-baseline)?$")
+# A history entry is a directory named after the run that made it: one plain path component.
+_ENTRY_ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_.-]{0,99}$")
 # The worst outcome decides the exit code; the codes grow with how bad the outcome is.
 EXIT_FOR_OUTCOME = {
     "applied": ExitCode.OK,

@@ -580,3 +580,34 @@ VERIFY_TARGETS = [
 @pytest.mark.parametrize(("bind", "paths", "expected"), VERIFY_TARGETS)
 def test_verify_targets(bind: list[str], paths: list[str], expected: list[dict[str, str]]) -> None:
     assert verify_targets(bind, paths) == expected
+
+
+# --- restore_kind ------------------------------------------------------------------------------
+
+RESTORED = {"unit_sha256": "u1", "config_sha256": "c1", "settings": {"workers": 5, "max_requests": 1000}}
+
+
+@pytest.mark.parametrize(
+    ("facts", "entry", "expected", "kind"),
+    [
+        ({"unit_sha256": "u1", "config_sha256": "c1", "live_settings": {"workers": 5, "max_requests": 1000}},
+         RESTORED, RESTORED["settings"], "none"),
+        ({"unit_sha256": "u0", "config_sha256": "c1"}, RESTORED, RESTORED["settings"], "restart"),
+        ({"unit_sha256": "u1", "config_sha256": "c1", "main_pid": None}, RESTORED, RESTORED["settings"], "restart"),
+        ({"unit_sha256": "u1", "config_sha256": "c0"}, RESTORED, RESTORED["settings"], "reload"),
+        # The file is already the entry's, but the master never loaded it.
+        ({"unit_sha256": "u1", "config_sha256": "c1", "live_settings": {"workers": 5, "max_requests": 2000}},
+         RESTORED, RESTORED["settings"], "reload"),
+        # A baseline without a config file, on a host that has one now.
+        ({"unit_sha256": "u1", "config_sha256": "c1"}, {**RESTORED, "config_sha256": None}, {}, "reload"),
+        ({"unit_sha256": "u1", "config_sha256": None}, {**RESTORED, "config_sha256": None}, {}, "none"),
+    ],
+)
+def test_restore_kind(facts, entry, expected, kind):
+    assert rollout.restore_kind({"main_pid": 812, **facts}, entry, expected) == kind
+
+
+def test_the_diff_of_removing_a_config_goes_to_dev_null():
+    diff = rollout.unified_diff(None, "workers = 5\n", "/etc/gunicorn/gunicorn.conf.py")
+    assert diff.splitlines()[:2] == ["--- /etc/gunicorn/gunicorn.conf.py", "+++ /dev/null"]
+    assert "-workers = 5" in diff
