@@ -23,7 +23,7 @@ def report(raw: Mapping[str, Any]) -> dict[str, Any]:
     health = dict(raw.get("health") or {})
     health["ok"] = health.get("status") == HEALTHY_STATUS
     history = raw.get("history") or {}
-    settings = compare(service.get("live_settings"), service.get("config_settings"), plan.get("settings"))
+    settings = compare(_live(service), service.get("config_settings"), plan.get("settings"))
     return {
         "outcome": "healthy" if health["ok"] else "unhealthy",
         "service": {
@@ -49,6 +49,13 @@ def report(raw: Mapping[str, Any]) -> dict[str, Any]:
         "health": health,
         "warnings": list(facts.get("warnings") or []) + list(plan.get("warnings") or []),
     }
+
+
+def _live(service: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The live settings; without a control socket, at least the worker count the processes show."""
+    if service.get("live_settings") is not None:
+        return dict(service["live_settings"])
+    return {"workers": len(service["workers"])} if service.get("workers") else None
 
 
 def _process(process: Mapping[str, Any] | None, now: float) -> dict[str, Any] | None:
@@ -83,6 +90,13 @@ def drift(
         found.append("the control socket does not answer, so the live settings are unknown")
     if not service.get("main_pid"):
         found.append(f"gunicorn is not running ({service.get('active_state')}/{service.get('sub_state')})")
+    if not service.get("config_settings"):
+        would_set = ", ".join(f"{name}={values['tune']!r}" for name, values in settings.items()
+                              if values["tune"] is not None)
+        where = f" at {service['config_path']}" if service.get("config_path") else ""
+        found.append(f"no config file{where}: djdeploy never tuned this host"
+                     + (f"; a tune now would set {would_set}" if would_set else ""))
+        settings = {}
     for name, values in settings.items():
         live, written, tune = (_normalized(values[key]) for key in ("live", "file", "tune"))
         if name in LIVE_CHECKED and live is not None and written is not None and live != written:

@@ -48,7 +48,9 @@ def test_a_healthy_tuned_host_has_no_drift_and_aged_processes():
          "workers: the file says 7, a tune now would set 5"),
         ({"config_settings": None, "live_settings": None, "main_pid": 400}, None,
          "the control socket does not answer, so the live settings are unknown"),
-        ({"config_settings": None}, None, "workers: the file says nothing, a tune now would set 5"),
+        ({"config_settings": None, "config_path": "/etc/gunicorn/gunicorn.conf.py"}, None,
+         "no config file at /etc/gunicorn/gunicorn.conf.py: djdeploy never tuned this host; a tune now would set "
+         "bind=['127.0.0.1:8000'], max_requests=1000, worker_class='gthread', workers=5"),
         ({"main_pid": None, "active_state": "failed", "sub_state": "failed", "live_settings": None}, None,
          "gunicorn is not running (failed/failed)"),
         ({}, "workers 0 is out of range", "a tune now would refuse: workers 0 is out of range"),
@@ -70,6 +72,12 @@ def test_a_health_check_that_does_not_answer_200_is_unhealthy(status):
     given = raw()
     given["health"] = {"url": "http://127.0.0.1:8000/healthz", "status": status}
     assert report(given)["outcome"] == "unhealthy"
+
+
+def test_without_a_control_socket_the_live_worker_count_comes_from_the_processes():
+    record = report(raw(live_settings=None))
+    assert record["settings"]["workers"]["live"] == 5
+    assert record["settings"]["max_requests"]["live"] is None
 
 
 def test_a_stopped_service_has_no_master_or_workers():
