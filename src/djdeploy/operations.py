@@ -55,6 +55,9 @@ def run_identity(argv: list[str]) -> dict[str, str]:
         "time": now.isoformat(timespec="seconds"),
         "who": f"{getpass.getuser()}@{socket.gethostname()}",
         "command": shlex.join(["djdeploy", *argv]),
+        # With the controller's name, they let a later run here see that this run is gone.
+        "pid": os.getpid(),
+        "controller": socket.gethostname(),
     }
 
 
@@ -79,7 +82,7 @@ def tune(
     if overrides:
         extravars["gunicorn_overrides"] = overrides
         extravars["gunicorn_overrides_source"] = "--set"
-    result = runner.run_playbook("tune.yml", inventory, hosts, extravars, check=check, on_task=on_task)
+    result = run_changing("tune.yml", inventory, hosts, extravars, check=check, on_task=on_task)
     return summarize(hosts, result)
 
 
@@ -100,8 +103,57 @@ def rollback(
     extravars: dict[str, Any] = {"djdeploy_run": run_identity(sys.argv[1:])}
     if to:
         extravars["gunicorn_restore_to"] = to
-    result = runner.run_playbook("rollback.yml", inventory, hosts, extravars, check=check, on_task=on_task)
+    result = run_changing("rollback.yml", inventory, hosts, extravars, check=check, on_task=on_task)
     return summarize(hosts, result)
+
+
+def run_changing(
+    playbook: str,
+    inventory: Path,
+    hosts: list[str],
+    extravars: dict[str, Any],
+    *,
+    check: bool,
+    on_task: Callable[[runner.TaskEvent], None] | None,
+) -> runner.PlaybookResult:
+    """Run a playbook that changes hosts. Hosts refused because a run of this controller that
+    no longer exists still holds their lock (killed, the machine crashed) are run again, taking
+    that lock over; a lock of a live run, or of another controller, is left to expire."""
+    result = runner.run_playbook(playbook, inventory, hosts, extravars, check=check, on_task=on_task)
+    gone = runs_gone(result.reports, socket.gethostname(), _process_alive)
+    if not gone:
+        return result
+    again_hosts = [host for host, report in result.reports.items()
+                   if (report.get("lock_holder") or {}).get("run_id") in gone]
+    again = runner.run_playbook(playbook, inventory, again_hosts, {**extravars, "gunicorn_lock_takeover": sorted(gone)},
+                                check=check, on_task=on_task)
+    result.reports.update(again.reports)
+    result.unreachable.update(again.unreachable)
+    result.failures.update(again.failures)
+    return result
+
+
+def runs_gone(reports: dict[str, Any], controller: str, alive: Callable[[int], bool]) -> set[str]:
+    """Run ids of locks that refused a host and belong to a process of this controller that
+    is no longer running."""
+    gone: set[str] = set()
+    for report in reports.values():
+        holder = report.get("lock_holder") or {}
+        pid = holder.get("pid")
+        if (report.get("outcome") == "refused" and holder.get("controller") == controller
+                and isinstance(pid, int) and pid > 0 and not alive(pid) and holder.get("run_id")):
+            gone.add(holder["run_id"])
+    return gone
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def history(patterns: list[str], *, inventory: Path | None = None) -> dict[str, Any]:

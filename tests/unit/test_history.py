@@ -194,3 +194,4 @@ def test_the_module_reads_entries_pointers_and_flags_unreadable_ones(history_mod
 def test_the_module_reports_a_missing_history(history_module, tmp_path):
     assert history_module.read_history(str(tmp_path / "none")) == {
         "exists": False, "entries": [], "live": None, "lkg": None}
+
