@@ -257,8 +257,21 @@ def _print_status(host: str, record: dict[str, Any]) -> None:
     stdout.print(workers)
     for line in record["drift"]:
         stdout.print(Text(f"  drift: {line}", style="yellow"))
+    _print_security(record.get("security"))
     for warning in record["warnings"]:
         stdout.print(Text(f"  warning: {warning}", style="yellow"))
+
+
+def _print_security(security: dict[str, Any] | None) -> None:
+    if not security:
+        return
+    exposure = security.get("exposure")
+    stdout.print(f"  exposure: {exposure if exposure is not None else '?'} (systemd-analyze security; 0 safest, 10 worst)")
+    for found in security.get("files") or []:
+        stdout.print(Text(f"  {found['kind']}: {found['path']}  {found.get('owner')}:{found.get('group')} {found.get('mode')}",
+                          style="yellow" if found.get("problems") else ""))
+        for problem in found.get("problems") or []:
+            stdout.print(Text(f"    problem: {problem}", style="bold yellow"))
 
 
 def _age(seconds: int | None) -> str:

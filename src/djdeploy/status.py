@@ -47,6 +47,9 @@ def report(raw: Mapping[str, Any]) -> dict[str, Any]:
             "entries": history.get("entries", 0),
         },
         "health": health,
+        # The unit's systemd-analyze exposure and the owner, group, mode and problems of the
+        # files around the service (gunicorn_facts only stat()s them).
+        "security": service.get("security"),
         "warnings": list(facts.get("warnings") or []) + list(plan.get("warnings") or []),
     }
 

@@ -83,3 +83,10 @@ def test_without_a_control_socket_the_live_worker_count_comes_from_the_processes
 def test_a_stopped_service_has_no_master_or_workers():
     record = report(raw(main_pid=None, master=None, workers=[], live_settings=None))
     assert record["master"] is None and record["workers"] == []
+
+
+def test_the_units_exposure_and_file_permissions_are_passed_on():
+    security = {"exposure": 1.9, "files": [{"kind": "EnvironmentFile", "path": "/etc/demo/env", "owner": "root",
+                                            "group": "demo", "mode": "0640", "problems": []}]}
+    assert report(raw(security=security))["security"] == security
+    assert report(raw())["security"] is None
