@@ -101,9 +101,9 @@ def _check_unit_params(params: Mapping[str, Any]) -> None:
                 fix=f"set gunicorn_{key} to the service account",
             )
     for key in ("working_directory", "gunicorn_bin", "config_path"):
-        _check_path(key, params[key])
+        check_unit_path(key, params[key])
     for path in params["environment_files"]:
-        _check_path("environment_files", path)
+        check_unit_path("environment_files", path)
     app = params["wsgi_app"]
     if not isinstance(app, str) or not _WSGI_APP.fullmatch(app):
         raise DjdeployError(
@@ -112,7 +112,8 @@ def _check_unit_params(params: Mapping[str, Any]) -> None:
         )
 
 
-def _check_path(name: str, value: object) -> None:
+def check_unit_path(name: str, value: object) -> None:
+    """Refuse a path that could escape its unit line or mean something else to systemd."""
     if not isinstance(value, str) or not _SAFE_PATH.fullmatch(value) or "/../" in value + "/":
         raise DjdeployError(
             f"{name} {value!r} is not an absolute path of plain characters",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
-from djdeploy import pyliteral, rollout, sizing
+from djdeploy import hardening, pyliteral, rollout, sizing
 from djdeploy.errors import DjdeployError
 
 
@@ -24,6 +24,7 @@ class FilterModule:
         return {
             "djdeploy_plan": _refusing(sizing.plan),
             "djdeploy_unit_params": _refusing(rollout.unit_params),
+            "djdeploy_sandbox": _refusing(hardening.sandbox),
             "djdeploy_change_kind": _refusing(rollout.change_kind),
             "djdeploy_rollout_problems": _refusing(rollout.rollout_problems),
             "djdeploy_rollout_settled": _refusing(rollout.rollout_settled),
