@@ -1,5 +1,6 @@
-"""The role's unit template rendered as the role renders it: the sandbox lands in the unit
-line for line, and systemd scores the result as hardened."""
+"""The role's unit templates rendered as the role renders them: the sandbox lands in the unit
+line for line, systemd scores the result as hardened, and socket activation adds a socket unit
+the service requires."""
 
 from __future__ import annotations
 
@@ -37,7 +38,11 @@ def render(template: str, **changes: Any) -> str:
     env.filters.update(role_filters())
     context: dict[str, Any] = {
         "gunicorn_history_dir": "/var/lib/djdeploy/history",
+        "gunicorn_socket_activation": False,
+        "_gunicorn_socket_name": "gunicorn.socket",
         "_gunicorn_sandbox": sandbox(["/srv/demo/data"], {}),
+        "_gunicorn_listen_streams": ["127.0.0.1:8000"],
+        "_gunicorn_plan": {"settings": {"backlog": 2048}},
         "_gunicorn_unit": {
             "user": "demo", "group": "demo", "working_directory": "/srv/demo/app",
             "environment_files": ["/etc/demo/env"], "gunicorn_bin": "/srv/demo/venv/bin/gunicorn",
@@ -85,3 +90,24 @@ def test_the_score_tells_a_relaxed_sandbox_apart(tmp_path: Path) -> None:
     relaxed = {name: None for name in ("ProtectSystem", "PrivateUsers", "CapabilityBoundingSet", "SystemCallFilter",
                                        "RestrictAddressFamilies", "ProtectHome", "PrivateDevices", "RestrictNamespaces")}
     assert exposure(tmp_path, render("gunicorn.service.j2", _gunicorn_sandbox=sandbox([], relaxed))) > EXPOSURE_LIMIT
+
+
+def test_without_socket_activation_the_unit_needs_no_socket() -> None:
+    assert "gunicorn.socket" not in render("gunicorn.service.j2")
+
+
+def test_with_socket_activation_the_service_requires_its_socket() -> None:
+    rendered = directives(render("gunicorn.service.j2", gunicorn_socket_activation=True))
+    assert ["Requires", "gunicorn.socket"] in rendered
+    assert ["After", "network.target gunicorn.socket"] in rendered
+
+
+def test_the_socket_unit_listens_where_gunicorn_binds() -> None:
+    text = render("gunicorn.socket.j2", _gunicorn_listen_streams=["127.0.0.1:8000", "/run/gunicorn/app.sock"])
+    assert directives(text) == [
+        ["Description", "listening socket of gunicorn serving demoproject.wsgi:application"],
+        ["ListenStream", "127.0.0.1:8000"],
+        ["ListenStream", "/run/gunicorn/app.sock"],
+        ["Backlog", "2048"],
+        ["WantedBy", "sockets.target"],
+    ]

@@ -25,6 +25,8 @@ class FilterModule:
             "djdeploy_plan": _refusing(sizing.plan),
             "djdeploy_unit_params": _refusing(rollout.unit_params),
             "djdeploy_sandbox": _refusing(hardening.sandbox),
+            "djdeploy_socket_unit_name": _refusing(rollout.socket_unit_name),
+            "djdeploy_socket_listen_streams": _refusing(rollout.socket_listen_streams),
             "djdeploy_change_kind": _refusing(rollout.change_kind),
             "djdeploy_rollout_problems": _refusing(rollout.rollout_problems),
             "djdeploy_rollout_settled": _refusing(rollout.rollout_settled),
