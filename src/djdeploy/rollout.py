@@ -5,6 +5,8 @@ role calls through its filter plugin.
   (User, WorkingDirectory, EnvironmentFile, the gunicorn binary and the WSGI app) unless the
   role's inputs say otherwise, each checked so that nothing can escape a unit file line.
 - `change_kind`: none, reload (HUP: only the config changed) or restart (the unit changed).
+- `socket_unit_name`, `socket_listen_streams`: the socket unit that, with socket activation,
+  holds gunicorn's listening sockets while it restarts.
 - `rollout_problems`: what is still wrong after a reload or restart, judged from the facts
   gathered again on the host; an empty list means the new workers really serve.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import ipaddress
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -38,6 +41,7 @@ LIVE_CHECKED = (
 STOP_MARGIN_SECONDS = 15
 
 _SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/+@-]*$")
+_SERVICE_NAME = re.compile(r"^[A-Za-z0-9:_.@-]{1,240}\.service$")
 _SAFE_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _WSGI_APP = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*(:[A-Za-z_][A-Za-z0-9_]*(\(\))?)?$")
 _GUNICORN_FLAGS_WITH_VALUE = {
@@ -104,9 +108,9 @@ def _check_unit_params(params: Mapping[str, Any]) -> None:
                 fix=f"set gunicorn_{key} to the service account",
             )
     for key in ("working_directory", "gunicorn_bin", "config_path"):
-        _check_path(key, params[key])
+        check_unit_path(key, params[key])
     for path in params["environment_files"]:
-        _check_path("environment_files", path)
+        check_unit_path("environment_files", path)
     app = params["wsgi_app"]
     if not isinstance(app, str) or not _WSGI_APP.fullmatch(app):
         raise DjdeployError(
@@ -115,7 +119,8 @@ def _check_unit_params(params: Mapping[str, Any]) -> None:
         )
 
 
-def _check_path(name: str, value: object) -> None:
+def check_unit_path(name: str, value: object) -> None:
+    """Refuse a path that could escape its unit line or mean something else to systemd."""
     if not isinstance(value, str) or not _SAFE_PATH.fullmatch(value) or "/../" in value + "/":
         raise DjdeployError(
             f"{name} {value!r} is not an absolute path of plain characters",
@@ -129,11 +134,18 @@ def _input_name(name: str) -> str:
 
 
 def change_kind(
-    service: Mapping[str, Any], config_values: Mapping[str, Any], unit_text: str
+    service: Mapping[str, Any], config_values: Mapping[str, Any], unit_text: str, socket_text: str | None = None
 ) -> str:
-    """none, reload (HUP re-reads the config) or restart (a new unit needs a new master)."""
+    """none, reload (HUP re-reads the config) or restart (a new unit needs a new master).
+
+    A new, changed or dropped socket unit needs a restart too: gunicorn takes its listening
+    sockets from systemd only when it starts, and a HUP would make it bind by itself.
+    """
     unit_sha = hashlib.sha256(unit_text.encode()).hexdigest()
     if unit_sha != service.get("unit_sha256"):
+        return "restart"
+    socket_sha = hashlib.sha256(socket_text.encode()).hexdigest() if socket_text else None
+    if socket_sha != (service.get("socket") or {}).get("sha256"):
         return "restart"
     if not service.get("main_pid"):
         return "restart"
@@ -147,6 +159,9 @@ def restore_kind(service: Mapping[str, Any], entry: Mapping[str, Any], expected:
     """none, reload or restart to put a history entry back: its files against those on the host,
     and its settings against the live ones (a config may have been written but never loaded)."""
     if entry.get("unit_sha256") != service.get("unit_sha256") or not service.get("main_pid"):
+        return "restart"
+    # gunicorn takes sockets from systemd only when it starts.
+    if (entry.get("socket_sha256") or None) != ((service.get("socket") or {}).get("sha256") or None):
         return "restart"
     if (entry.get("config_sha256") or None) != (service.get("config_sha256") or None):
         return "reload"
@@ -231,6 +246,40 @@ def verify_targets(bind: list[str], paths: list[str]) -> list[dict[str, str]]:
     elif host == "[::]":
         host = "[::1]"
     return [{"url": f"http://{host}:{port}{path}", "unix_socket": ""} for path in paths]
+
+
+def socket_unit_name(service: str) -> str:
+    """The socket unit that activates a service: the service's name with .socket."""
+    if not isinstance(service, str) or not _SERVICE_NAME.fullmatch(service):
+        raise DjdeployError(
+            f"gunicorn_service {service!r} is not a plain service unit name",
+            fix="set gunicorn_service to a name such as gunicorn.service or app@web.service",
+        )
+    return service.removesuffix(".service") + ".socket"
+
+
+def socket_listen_streams(bind: list[str]) -> list[str]:
+    """ListenStream= values for a socket unit that listens where gunicorn's bind says.
+
+    systemd neither resolves host names nor leaves % alone in the line, so both are refused.
+    """
+    streams = []
+    for address in bind:
+        if address.startswith("unix:"):
+            path = address[len("unix:"):]
+            check_unit_path("bind", path)
+            streams.append(path)
+            continue
+        host = address.rpartition(":")[0]
+        try:
+            ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))
+        except ValueError:
+            raise DjdeployError(
+                f"socket activation needs numeric bind addresses: systemd does not resolve {host!r} in {address!r}",
+                fix="bind 127.0.0.1:PORT, [::1]:PORT or unix:/path, or set gunicorn_socket_activation to false",
+            ) from None
+        streams.append(address)
+    return streams
 
 
 def unified_diff(new_text: str | None, old_text: str | None, path: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -105,6 +106,7 @@ def plan(facts: Mapping[str, Any], options: Mapping[str, Any]) -> Plan:
     decided.update({name: _Decided(value, f"set by {opts.override_source}") for name, value in overrides.items()})
     warnings.extend(_worker_class_warnings(decided, database))
     settings = validate_settings({name: d.value for name, d in decided.items()}, source=opts.override_source)
+    warnings.extend(_public_bind_warnings(cast(list[str], settings["bind"])))
     return {
         "settings": settings,
         "reasons": {name: f"{name}={_shown(settings[name])}: {decided[name].why}" for name in settings},
@@ -609,6 +611,28 @@ def _worker_class_warnings(decided: Mapping[str, _Decided], database: _DatabaseB
         f"worker_class={worker_class}: the database budget assumes one connection per thread, "
         "but async workers may open one per connection (up to worker_connections each)"
     ]
+
+
+def _public_bind_warnings(bind: list[str]) -> list[str]:
+    """gunicorn belongs behind nginx on the same host: say so when it listens beyond it."""
+    return [
+        f"bind {address} is reachable from other hosts, bypassing nginx; "
+        "bind 127.0.0.1, [::1] or a unix socket unless that is intended"
+        for address in bind
+        if not _is_local_address(address)
+    ]
+
+
+def _is_local_address(address: str) -> bool:
+    if address.startswith("unix:"):
+        return True
+    host = address.rpartition(":")[0].removeprefix("[").removesuffix("]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name may resolve to any interface
 
 
 # --- formatting --------------------------------------------------------------------------

@@ -8,13 +8,22 @@ with the exact answer (or the exact refusal) each must give.
 from __future__ import annotations
 
 import copy
+import hashlib
 from typing import Any
 
 import pytest
 
 from djdeploy import rollout
 from djdeploy.errors import DjdeployError, ExitCode
-from djdeploy.rollout import change_kind, previous_settings, rollout_problems, unit_params, verify_targets
+from djdeploy.rollout import (
+    change_kind,
+    previous_settings,
+    rollout_problems,
+    socket_listen_streams,
+    socket_unit_name,
+    unit_params,
+    verify_targets,
+)
 
 # --- unit_params -----------------------------------------------------------------------------
 
@@ -372,6 +381,86 @@ CHANGE_KINDS = [
 @pytest.mark.parametrize(("facts", "config_values", "unit_text", "expected"), CHANGE_KINDS)
 def test_change_kind(facts: dict, config_values: dict, unit_text: str, expected: str) -> None:
     assert change_kind(facts, config_values, unit_text) == expected
+
+
+SOCKET_TEXT = "[Socket]\nListenStream=127.0.0.1:8000\nBacklog=2048\n"
+SOCKET_SHA = hashlib.sha256(SOCKET_TEXT.encode()).hexdigest()
+WITH_SOCKET = {"unit": "gunicorn.socket", "sha256": SOCKET_SHA}
+
+SOCKET_CHANGE_KINDS = [
+    pytest.param(running(socket=WITH_SOCKET), CONFIG, SOCKET_TEXT, "none", id="same socket, same config"),
+    pytest.param(running(socket=WITH_SOCKET, config_settings={**CONFIG, "workers": 1}), CONFIG, SOCKET_TEXT,
+                 "reload", id="same socket, config differs: a HUP keeps systemd's sockets"),
+    pytest.param(running(socket=None), CONFIG, SOCKET_TEXT, "restart", id="socket activation turned on"),
+    pytest.param(running(socket=WITH_SOCKET), CONFIG, "", "restart", id="socket activation turned off"),
+    pytest.param(running(socket=WITH_SOCKET), CONFIG, None, "restart", id="no socket text: turned off"),
+    pytest.param(running(socket=WITH_SOCKET), CONFIG, SOCKET_TEXT.replace("8000", "8001"), "restart",
+                 id="the socket listens elsewhere: gunicorn would bind by itself on a HUP"),
+    pytest.param(running(socket={"unit": "gunicorn.socket", "sha256": None}), CONFIG, SOCKET_TEXT, "restart",
+                 id="socket unit unreadable"),
+    pytest.param(running(socket=None), CONFIG, "", "none", id="no socket before or after"),
+]
+
+
+@pytest.mark.parametrize(("facts", "config_values", "socket_text", "expected"), SOCKET_CHANGE_KINDS)
+def test_change_kind_with_a_socket_unit(facts: dict, config_values: dict, socket_text: str | None,
+                                        expected: str) -> None:
+    assert change_kind(facts, config_values, UNIT_TEXT, socket_text) == expected
+
+
+# --- the socket unit -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("service_name", "expected"),
+    [
+        ("gunicorn.service", "gunicorn.socket"),
+        ("app@web-1.service", "app@web-1.socket"),
+        ("my_app.v2.service", "my_app.v2.socket"),
+    ],
+)
+def test_socket_unit_name(service_name: str, expected: str) -> None:
+    assert socket_unit_name(service_name) == expected
+
+
+@pytest.mark.parametrize(
+    "service_name",
+    ["gunicorn", "gunicorn.socket", "gunicorn.service\nExecStartPre=/bin/sh", "gun icorn.service",
+     "%n.service", "../gunicorn.service", "a\\x2db.service", ".service"],
+)
+def test_socket_unit_name_refuses(service_name: str) -> None:
+    with pytest.raises(DjdeployError) as caught:
+        socket_unit_name(service_name)
+    assert caught.value.message == f"gunicorn_service {service_name!r} is not a plain service unit name"
+
+
+@pytest.mark.parametrize(
+    ("bind", "expected"),
+    [
+        (["127.0.0.1:8000"], ["127.0.0.1:8000"]),
+        (["[::1]:8000", "0.0.0.0:8001"], ["[::1]:8000", "0.0.0.0:8001"]),
+        (["unix:/run/gunicorn/app.sock"], ["/run/gunicorn/app.sock"]),
+    ],
+)
+def test_socket_listen_streams(bind: list[str], expected: list[str]) -> None:
+    assert socket_listen_streams(bind) == expected
+
+
+@pytest.mark.parametrize(
+    ("bind", "message"),
+    [
+        (["localhost:8000"], "socket activation needs numeric bind addresses: systemd does not resolve "
+                             "'localhost' in 'localhost:8000'"),
+        (["127.0.0.1:8000", "web01.example.com:80"], "socket activation needs numeric bind addresses: systemd "
+                                                     "does not resolve 'web01.example.com' in 'web01.example.com:80'"),
+        (["unix:/run/%i.sock"], "bind '/run/%i.sock' is not an absolute path of plain characters"),
+        (["unix:/run/app sock"], "bind '/run/app sock' is not an absolute path of plain characters"),
+    ],
+)
+def test_socket_listen_streams_refuses(bind: list[str], message: str) -> None:
+    with pytest.raises(DjdeployError) as caught:
+        socket_listen_streams(bind)
+    assert caught.value.message == message
 
 
 # --- rollout_problems ------------------------------------------------------------------------

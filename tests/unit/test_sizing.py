@@ -558,3 +558,45 @@ def test_pinned_workers_always_stand(facts: dict[str, Any], options: dict[str, A
     assert result["settings"]["workers"] == workers
     over_memory = workers * worker_memory(facts) > memory_budget(facts, options)
     assert any("exceeds what memory allows" in warning for warning in result["warnings"]) == over_memory
+
+
+# --- binds beyond this host ---------------------------------------------------------------------
+
+PUBLIC_BIND_WARNING = (
+    "bind {} is reachable from other hosts, bypassing nginx; bind 127.0.0.1, [::1] or a unix socket "
+    "unless that is intended"
+)
+
+
+@pytest.mark.parametrize(
+    "bind",
+    [
+        pytest.param(["127.0.0.1:8000"], id="IPv4 loopback"),
+        pytest.param(["127.0.1.1:8000"], id="anywhere in 127/8"),
+        pytest.param(["[::1]:8000"], id="IPv6 loopback"),
+        pytest.param(["localhost:8000"], id="localhost"),
+        pytest.param(["unix:/run/gunicorn/app.sock"], id="unix socket"),
+    ],
+)
+def test_a_local_bind_gives_no_warning(bind: list[str]) -> None:
+    assert plan(host(), {"bind": bind})["warnings"] == []
+
+
+@pytest.mark.parametrize(
+    ("bind", "public"),
+    [
+        pytest.param(["0.0.0.0:8000"], ["0.0.0.0:8000"], id="every IPv4 interface"),
+        pytest.param(["[::]:8000"], ["[::]:8000"], id="every IPv6 interface"),
+        pytest.param(["10.0.0.5:8000"], ["10.0.0.5:8000"], id="a private address"),
+        pytest.param(["web01.example.com:8000"], ["web01.example.com:8000"], id="a host name"),
+        pytest.param(["127.0.0.1:8000", "0.0.0.0:8001"], ["0.0.0.0:8001"], id="only the public one of two"),
+    ],
+)
+def test_a_public_bind_is_warned_about(bind: list[str], public: list[str]) -> None:
+    assert plan(host(), {"bind": bind})["warnings"] == [PUBLIC_BIND_WARNING.format(a) for a in public]
+
+
+def test_a_public_bind_set_as_an_override_is_warned_about_too() -> None:
+    result = plan(host(), {"overrides": {"bind": ["0.0.0.0:8000"]}, "override_source": "--set"})
+    assert result["settings"]["bind"] == ["0.0.0.0:8000"]
+    assert result["warnings"] == [PUBLIC_BIND_WARNING.format("0.0.0.0:8000")]

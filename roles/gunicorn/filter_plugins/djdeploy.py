@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
-from djdeploy import history, pyliteral, rollout, sizing
+from djdeploy import hardening, history, pyliteral, rollout, sizing
 from djdeploy.errors import DjdeployError
 
 
@@ -24,6 +24,9 @@ class FilterModule:
         return {
             "djdeploy_plan": _refusing(sizing.plan),
             "djdeploy_unit_params": _refusing(rollout.unit_params),
+            "djdeploy_sandbox": _refusing(hardening.sandbox),
+            "djdeploy_socket_unit_name": _refusing(rollout.socket_unit_name),
+            "djdeploy_socket_listen_streams": _refusing(rollout.socket_listen_streams),
             "djdeploy_change_kind": _refusing(rollout.change_kind),
             "djdeploy_restore_kind": rollout.restore_kind,
             "djdeploy_rollback_target": _refusing(history.rollback_target),

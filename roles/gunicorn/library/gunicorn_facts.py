@@ -14,7 +14,7 @@ description:
     socket say.
   - Only reads; it never changes anything, so it behaves the same in check mode.
   - The contents of the unit's EnvironmentFile= files are never read, because they hold secrets;
-    only their paths are returned. The Gunicorn config file is parsed, never executed.
+    only their paths, owners and modes (from stat) are returned. The Gunicorn config file is parsed, never executed.
   - The facts are returned as the top-level C(gunicorn_facts) key, not as C(ansible_facts).
   - Only a unit that systemd does not know fails the module. Anything optional that cannot be
     read becomes null and a message in C(gunicorn_facts.warnings), also shown as an Ansible warning.
@@ -39,6 +39,11 @@ options:
         config file and Gunicorn's defaults (C($XDG_RUNTIME_DIR/gunicorn.ctl),
         C($HOME/.gunicorn/gunicorn.ctl) of the service user).
     type: path
+  history_dir:
+    description:
+      - Where djdeploy keeps the history of configs and units; only its permissions are read.
+    type: path
+    default: /var/lib/djdeploy/history
 notes:
   - Needs root on the host (C(become)) to read other users' C(/proc/PID/smaps_rollup) and to
     connect to the control socket, which Gunicorn creates with mode 0600.
@@ -224,6 +229,55 @@ gunicorn_facts:
           type: str
           returned: success
           sample: /srv/demo/venv/bin/python3
+        socket:
+          description: The socket unit that starts the service (socket activation); null when none does.
+          type: dict
+          returned: success
+          contains:
+            unit:
+              description: Its name.
+              type: str
+              sample: gunicorn.socket
+            active_state:
+              description: systemd ActiveState of the socket.
+              type: str
+              sample: active
+            fragment_path:
+              description: The socket unit file.
+              type: str
+              sample: /etc/systemd/system/gunicorn.socket
+            sha256:
+              description: SHA-256 of the socket unit file; null if it cannot be read.
+              type: str
+            listen:
+              description: The addresses systemd listens on for the service.
+              type: list
+              elements: str
+              sample: [127.0.0.1:8000]
+        security:
+          description: How exposed the service is, and whether the files around it are safe.
+          type: dict
+          returned: success
+          contains:
+            exposure:
+              description:
+                - The overall exposure level from C(systemd-analyze security), 0.0 (safest) to
+                  10.0; null if systemd-analyze could not score the unit. It takes about 10 ms.
+              type: float
+              sample: 1.0
+            files:
+              description:
+                - The gunicorn config, the unit, the socket unit, the history directory and each
+                  EnvironmentFile, in that order; absent ones have null owner, group and mode.
+                - Each with kind, path, owner, group, mode (octal string such as C(0640)) and
+                  problems, a list of sentences such as
+                  C(gunicorn config /etc/gunicorn/gunicorn.conf.py is writable by the service user)
+                  or C(EnvironmentFile /etc/demo/env is world-readable (mode 0644)); empty when all is well.
+                - EnvironmentFile= files are only stat()ed, never opened.
+              type: list
+              elements: dict
+              sample:
+                - {kind: EnvironmentFile, path: /etc/demo/env, owner: root, group: demo, mode: "0640", problems: []}
     warnings:
       description: Why an optional fact is null.
       type: list
@@ -261,8 +315,9 @@ SIZING_MEMORY_FILE = "/sys/fs/cgroup/memory/memory.limit_in_bytes"
 
 UNIT_PROPERTIES = (
     "Id", "LoadState", "MainPID", "ActiveState", "SubState", "User", "Group", "WorkingDirectory",
-    "EnvironmentFiles", "ExecStart", "FragmentPath", "ControlGroup", "Slice",
+    "EnvironmentFiles", "ExecStart", "FragmentPath", "ControlGroup", "Slice", "TriggeredBy",
 )
+SOCKET_PROPERTIES = ("Id", "LoadState", "ActiveState", "FragmentPath", "Listen")
 LIVE_SETTING_NAMES = (
     "workers", "worker_class", "threads", "timeout", "graceful_timeout", "keepalive",
     "max_requests", "max_requests_jitter", "backlog", "bind", "preload_app", "worker_connections",
@@ -356,6 +411,11 @@ def systemctl_show(module, unit):
     rc, out, err = module.run_command(command, environ_update=C_LOCALE)
     if rc != 0:
         module.fail_json(msg="systemd unit %s: systemctl show failed: %s" % (unit, err.strip()), rc=rc)
+    return shown_properties(out)
+
+
+def shown_properties(out):
+    """systemctl show's Name=value lines as {name: [values]}."""
     properties = {}
     for line in out.splitlines():
         name, sep, value = line.partition("=")
@@ -823,6 +883,146 @@ def gunicorn_install(program, master_python, warnings):
     return (pythons[0] if pythons else None), None
 
 
+# --- the socket unit and the service's security ---------------------------------------------
+
+
+def socket_unit(module, triggered_by, warnings):
+    """The socket unit that starts the service (socket activation), or None."""
+    sockets = [unit for unit in triggered_by.split() if unit.endswith(".socket")]
+    if not sockets:
+        return None
+    command = ["systemctl", "show", sockets[0], "--property=" + ",".join(SOCKET_PROPERTIES)]
+    rc, out, err = module.run_command(command, environ_update=C_LOCALE)
+    if rc != 0:
+        warnings.append("socket unit %s: systemctl show failed: %s" % (sockets[0], err.strip()))
+        return None
+    properties = shown_properties(out)
+    fragment_path = first_value(properties, "FragmentPath") or None
+    return {
+        "unit": first_value(properties, "Id") or sockets[0],
+        "active_state": first_value(properties, "ActiveState"),
+        "fragment_path": fragment_path,
+        "sha256": warnings.attempt("socket unit file", sha256_of, fragment_path) if fragment_path else None,
+        # "127.0.0.1:8000 (Stream)"
+        "listen": [re.sub(r" \(\w+\)$", "", value) for value in properties.get("Listen", []) if value],
+    }
+
+
+def exposure_level(module, unit, warnings):
+    """systemd-analyze security's overall exposure (0 safest, 10 most exposed), or None."""
+    rc, out, err = module.run_command(
+        ["systemd-analyze", "security", "--no-pager", unit], environ_update=C_LOCALE
+    )
+    match = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", out)
+    if match is None:
+        warnings.append("systemd-analyze security %s: %s" % (unit, (err or out).strip()[-300:] or "rc %d" % rc))
+        return None
+    return float(match.group(1))
+
+
+def account_ids(user, group, warnings):
+    """(uid, gids) of the service account: its primary, supplementary and unit groups."""
+    try:
+        account = pwd.getpwnam(user)
+    except KeyError:
+        warnings.append("service user %s is unknown: file permissions are judged for root only" % user)
+        return None, set()
+    gids = set(os.getgrouplist(user, account.pw_gid))
+    try:
+        gids.add(grp.getgrnam(group).gr_gid)
+    except (KeyError, TypeError):
+        pass
+    return account.pw_uid, gids
+
+
+def name_of(lookup, number):
+    try:
+        return lookup(number)[0]
+    except KeyError:
+        return str(number)
+
+
+def writable_by(status, uid, gids):
+    """Whether an account can write (or, as the owner, chmod) a file it does not own through root."""
+    if uid is not None and status.st_uid == uid:
+        return True
+    if status.st_mode & stat.S_IWGRP and status.st_gid in gids:
+        return True
+    return bool(status.st_mode & stat.S_IWOTH)
+
+
+def file_problems(kind, path, status, parent_status, uid, gids, service_group_gid):
+    """What is wrong with the permissions of one file djdeploy or systemd relies on."""
+    mode = stat.S_IMODE(status.st_mode)
+    problems = []
+    if status.st_uid != 0:
+        problems.append("%s %s is not owned by root" % (kind, path))
+    if kind == "history directory":
+        if mode & 0o077:
+            problems.append("%s %s is open to others than root (mode %04o)" % (kind, path, mode))
+        return problems
+    if kind == "EnvironmentFile":
+        if mode & stat.S_IROTH:
+            problems.append("%s %s is world-readable (mode %04o)" % (kind, path, mode))
+        if mode & (stat.S_IWGRP | stat.S_IWOTH):
+            problems.append("%s %s is writable by others than root (mode %04o)" % (kind, path, mode))
+        if mode & stat.S_IRGRP and status.st_gid not in (0, service_group_gid):
+            group = name_of(grp.getgrgid, status.st_gid)
+            problems.append("%s %s is readable by group %s, not the service's group" % (kind, path, group))
+        return problems
+    if writable_by(status, uid, gids):
+        problems.append("%s %s is writable by the service user" % (kind, path))
+    elif parent_status is not None and writable_by(parent_status, uid, gids):
+        problems.append("%s %s can be replaced by the service user, who may write its directory" % (kind, path))
+    if mode & stat.S_IWOTH:
+        problems.append("%s %s is world-writable" % (kind, path))
+    return problems
+
+
+def file_security(kind, path, uid, gids, service_group_gid):
+    """Path, owner, group, mode and problems of a file, from stat alone; nulls when it is absent."""
+    entry = {"kind": kind, "path": path, "owner": None, "group": None, "mode": None, "problems": []}
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        return entry
+    try:
+        parent_status = os.stat(os.path.dirname(path))
+    except OSError:
+        parent_status = None
+    entry.update(
+        owner=name_of(pwd.getpwuid, status.st_uid),
+        group=name_of(grp.getgrgid, status.st_gid),
+        mode="%04o" % stat.S_IMODE(status.st_mode),
+        problems=file_problems(kind, path, status, parent_status, uid, gids, service_group_gid),
+    )
+    return entry
+
+
+def security_facts(module, unit_id, unit, config_path, socket, history_dir, warnings):
+    """The unit's exposure score and the permissions of the files around the service.
+
+    EnvironmentFile= files hold secrets: they are stat()ed, never opened.
+    """
+    uid, gids = account_ids(unit["user"], unit["group"], warnings)
+    try:
+        service_group_gid = grp.getgrnam(unit["group"]).gr_gid
+    except (KeyError, TypeError):
+        service_group_gid = None
+    files = [("gunicorn config", config_path), ("unit", unit["fragment_path"])]
+    files += [("socket unit", (socket or {}).get("fragment_path")), ("history directory", history_dir)]
+    files += [("EnvironmentFile", path) for path in unit["environment_files"]]
+    checked = [
+        warnings.attempt("permissions of %s" % path, file_security, kind, path, uid, gids, service_group_gid)
+        for kind, path in files
+        if path
+    ]
+    return {
+        "exposure": exposure_level(module, unit_id, warnings),
+        "files": [entry for entry in checked if entry is not None],
+    }
+
+
 # --- assembling the facts ---------------------------------------------------------------------------
 
 
@@ -892,6 +1092,8 @@ def read_unit(module, service, warnings):
     user = first_value(properties, "User") or "root"
     group = first_value(properties, "Group") or warnings.attempt("primary group of %s" % user, primary_group, user)
     return {
+        "unit_id": unit_id,
+        "triggered_by": first_value(properties, "TriggeredBy"),
         "main_pid": int(first_value(properties, "MainPID") or 0) or None,
         "active_state": first_value(properties, "ActiveState"),
         "sub_state": first_value(properties, "SubState"),
@@ -932,6 +1134,7 @@ def gather(module):
     venv_python, gunicorn_version = gunicorn_install(unit["program"], master_python, warnings)
 
     fragment_path = unit["fragment_path"]
+    socket = socket_unit(module, unit["triggered_by"], warnings)
     service = {
         "main_pid": main_pid,
         "active_state": unit["active_state"],
@@ -952,6 +1155,8 @@ def gather(module):
         "master": master,
         "gunicorn_version": gunicorn_version,
         "venv_python": venv_python,
+        "socket": socket,
+        "security": security_facts(module, unit["unit_id"], unit, config_path, socket, params["history_dir"], warnings),
     }
     sizing = sizing_facts(main_pid, master_cgroups, unit["cgroup_path"], master, workers, warnings)
     return {"sizing": sizing, "service": service, "warnings": list(warnings), "collected_at_epoch": time.time()}
@@ -963,6 +1168,7 @@ def main():
             service=dict(type="str", default="gunicorn.service"),
             config_path=dict(type="path"),
             control_socket=dict(type="path"),
+            history_dir=dict(type="path", default="/var/lib/djdeploy/history"),
         ),
         supports_check_mode=True,
     )

@@ -421,6 +421,9 @@ class Lab:
                 },
                 "children": {
                     "lab": {
+                        # The demo app keeps its SQLite database there; the unit's sandbox
+                        # leaves every other path read-only.
+                        "vars": {"gunicorn_read_write_paths": [image.APP_DATA]},
                         "hosts": {
                             name: {"ansible_host": host["address"]}
                             for name, host in sorted(state["hosts"].items())
