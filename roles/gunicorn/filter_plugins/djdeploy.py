@@ -25,6 +25,7 @@ class FilterModule:
             "djdeploy_plan": _refusing(sizing.plan),
             "djdeploy_unit_params": _refusing(rollout.unit_params),
             "djdeploy_change_kind": _refusing(rollout.change_kind),
+            "djdeploy_restart_plan": _refusing(rollout.restart_plan),
             "djdeploy_rollout_problems": _refusing(rollout.rollout_problems),
             "djdeploy_rollout_settled": _refusing(rollout.rollout_settled),
             "djdeploy_previous_settings": rollout.previous_settings,
