@@ -109,8 +109,12 @@ class Bench:
         detail = action()
         end = time.time() + SETTLE_SECONDS
         time.sleep(SETTLE_SECONDS)
-        return {"scenario": name, "since": start, "until": end, "detail": detail,
-                "nginx": self.nginx_failures_since(offset), **summarize(load.samples(), start, end)}
+        inside = [s for s in load.samples() if start <= s.start < end]
+        # Where in the window the slowest requests were sent: at the reload, or all along?
+        slowest = [(round(s.start - start, 2), round(s.latency * 1000, 1))
+                   for s in sorted(inside, key=lambda s: -s.latency)[:5]]
+        return {"scenario": name, "since": start, "until": end, "detail": detail, "slowest_at_s_ms": slowest,
+                "nginx": self.nginx_failures_since(offset), **summarize(inside)}
 
     def steady(self, load: Load) -> dict:
         start = time.time()
@@ -188,6 +192,7 @@ def row(window: dict, steady: dict, first: dict | None) -> dict:
     return {
         "scenario": window["scenario"],
         "detail": window["detail"],
+        "slowest_at_s_ms": window.get("slowest_at_s_ms"),
         "requests": window["requests"],
         "failed": window["failed"],
         "errors": window["errors"],
