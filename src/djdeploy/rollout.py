@@ -7,6 +7,8 @@ role calls through its filter plugin.
 - `change_kind`: none, reload (HUP: only the config changed) or restart (the unit changed).
 - `socket_unit_name`, `socket_listen_streams`: the socket unit that, with socket activation,
   holds gunicorn's listening sockets while it restarts.
+- `restart_plan`: whether systemd holds the listening sockets while the unit restarts, so
+  that no connection is refused, and why (or why not).
 - `rollout_problems`: what is still wrong after a reload or restart, judged from the facts
   gathered again on the host; an empty list means the new workers really serve.
 """
@@ -172,6 +174,36 @@ def restore_kind(service: Mapping[str, Any], entry: Mapping[str, Any], expected:
     ):
         return "reload"
     return "none"
+
+def restart_plan(unit_show: str, running_bind: list[str] | None, new_bind: list[str]) -> dict[str, Any]:
+    """{"held": bool, "why": str}: will connections wait through `systemctl restart` instead of
+    being refused?
+
+    They do when systemd keeps the listening sockets open: a socket unit (socket activation),
+    or the file descriptor store that djdeploy's config has each master fill, as long as the
+    next master serves those same addresses (its config closes stored sockets of another bind
+    and binds anew). `unit_show` is `systemctl show -p MainPID,NFileDescriptorStore,TriggeredBy`.
+    """
+    unit = _show_properties(unit_show)
+    if unit.get("TriggeredBy"):
+        return {"held": True, "why": f"socket-activated by {unit['TriggeredBy']}: systemd keeps the socket "
+                                     "open across the restart"}
+    if unit.get("MainPID", "0") in ("", "0"):
+        return {"held": False, "why": "no master ran, so no socket was open to keep"}
+    stored = int(unit.get("NFileDescriptorStore") or 0)
+    if stored < len(new_bind):
+        return {"held": False, "why": f"systemd holds {stored} of the {len(new_bind)} listening sockets (a "
+                                      "master not started from djdeploy's config stores none): connections "
+                                      "were refused until the new master listened"}
+    if running_bind is not None and sorted(running_bind) != sorted(new_bind):
+        return {"held": False, "why": f"the bind changed from {','.join(running_bind)} to "
+                                      f"{','.join(new_bind)}, so the new master bound anew"}
+    return {"held": True, "why": "systemd held the listening sockets and the new master took them over: "
+                                 "connections waited instead of being refused"}
+
+
+def _show_properties(text: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
 
 def rollout_problems(

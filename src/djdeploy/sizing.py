@@ -45,6 +45,7 @@ MAX_PLAUSIBLE_CPUS = 65536
 MAX_WORKERS = cast(int, SETTINGS["workers"].maximum)
 
 Profile = Literal["cpu", "io", "mixed"]
+PreloadChoice = Literal["auto", True, False]
 # (worker_class, threads, why): sync for CPU-bound apps avoids GIL contention between
 # threads; I/O-bound apps overlap database and network waits with threads instead.
 _PROFILES: Mapping[str, tuple[str, int, str]] = {
@@ -73,6 +74,7 @@ OPTION_NAMES = (
     "memory_reserve_fraction",
     "override_source",
     "overrides",
+    "preload_app",
     "profile",
 )
 _PSS_SOURCES = ("measured", "import")
@@ -102,9 +104,12 @@ def plan(facts: Mapping[str, Any], options: Mapping[str, Any]) -> Plan:
     decided = _concurrency(opts.profile, overrides, opts.override_source)
     decided.update(_workers(_usable_cpus(host), memory, database, decided, overrides, opts.override_source, warnings))
     decided.update(_fixed_settings(opts))
+    decided["preload_app"] = _preload(opts.preload_app)
     decided.update(_recycling(overrides, opts.override_source))
     decided.update({name: _Decided(value, f"set by {opts.override_source}") for name, value in overrides.items()})
     warnings.extend(_worker_class_warnings(decided, database))
+    if decided["preload_app"].value is False:
+        warnings.append("preload_app=False: after a HUP or restart, requests wait while the new workers load the app")
     settings = validate_settings({name: d.value for name, d in decided.items()}, source=opts.override_source)
     warnings.extend(_public_bind_warnings(cast(list[str], settings["bind"])))
     return {
@@ -206,6 +211,7 @@ class _Options:
     bind_is_default: bool
     overrides: Mapping[str, object]
     override_source: str
+    preload_app: PreloadChoice
 
 
 def _read_options(options: Mapping[str, Any]) -> _Options:
@@ -219,6 +225,7 @@ def _read_options(options: Mapping[str, Any]) -> _Options:
         "memory_reserve_fraction": DEFAULT_MEMORY_RESERVE_FRACTION,
         "override_source": DEFAULT_OVERRIDE_SOURCE,
         "overrides": {},
+        "preload_app": "auto",
         "profile": "mixed",
     }
     merged = {**defaults, **given}
@@ -234,6 +241,7 @@ def _read_options(options: Mapping[str, Any]) -> _Options:
         bind_is_default="bind" not in given,
         overrides=_overrides(merged["overrides"]),
         override_source=_override_source(merged["override_source"]),
+        preload_app=_preload_choice(merged["preload_app"]),
     )
 
 
@@ -241,6 +249,12 @@ def _profile(value: object) -> Profile:
     if isinstance(value, str) and value in _PROFILES:
         return cast(Profile, str.__str__(value))
     raise _invalid("sizing option", "profile", "one of cpu, io, mixed", value)
+
+
+def _preload_choice(value: object) -> PreloadChoice:
+    if value is True or value is False or value == "auto":
+        return cast(PreloadChoice, value)
+    raise _invalid("sizing option", "preload_app", "auto, true or false", value)
 
 
 def _reserve_fraction(value: object) -> float:
@@ -565,9 +579,27 @@ def _fixed_settings(opts: _Options) -> dict[str, _Decided]:
         "keepalive": _Decided(5, "nginx on the same host reuses connections; short, so idle ones don't hold workers"),
         "backlog": _Decided(2048, "pending connections queued while all workers are busy (gunicorn's default)"),
         "bind": _Decided(opts.bind, bind_why),
-        "preload_app": _Decided(True, "load the app once in the master so workers share its memory pages"),
         "worker_tmp_dir": _Decided("/dev/shm", "heartbeat files on tmpfs, so a slow disk doesn't get workers killed"),
     }
+
+
+def _preload(choice: PreloadChoice) -> _Decided:
+    """Preload unless the user declared the app unsafe to load before fork.
+
+    Preloading loads and warms the app once in the master: workers fork ready to serve and
+    share its memory pages, and a HUP starts new ones without importing the app again. It is
+    unsafe when the app opens sockets, threads or database connections at import (forked
+    workers would share them), and it stops a HUP from loading new app code: neither can be
+    seen from outside, so the user declares it (gunicorn_preload_app: false).
+    """
+    if choice is False:
+        return _Decided(False, "declared unsafe to load before fork (gunicorn_preload_app: false); "
+                               "each worker loads and warms the app before it accepts")
+    why = "load and warm the app once in the master, so workers fork ready and share its memory pages"
+    if choice is True:
+        return _Decided(True, f"{why} (gunicorn_preload_app: true)")
+    return _Decided(True, f"{why}; set gunicorn_preload_app: false if the app opens sockets, threads or "
+                          "database connections at import, or if a HUP must load new code")
 
 
 def _recycling(overrides: Mapping[str, object], source: str) -> dict[str, _Decided]:

@@ -68,6 +68,7 @@ PYTHON_TYPES: dict[str, tuple[type, ...]] = {
     "bool": (bool,),
     "list": (list,),
     "dict": (dict,),
+    "raw": (str, int, float, bool, list, dict),
 }
 
 

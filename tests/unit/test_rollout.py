@@ -700,3 +700,33 @@ def test_the_diff_of_removing_a_config_goes_to_dev_null():
     diff = rollout.unified_diff(None, "workers = 5\n", "/etc/gunicorn/gunicorn.conf.py")
     assert diff.splitlines()[:2] == ["--- /etc/gunicorn/gunicorn.conf.py", "+++ /dev/null"]
     assert "-workers = 5" in diff
+
+# --- restart_plan: does systemd hold the listening sockets while the unit restarts? ------------
+
+
+def unit_show(main_pid: int = 812, stored: int = 1, triggered_by: str = "") -> str:
+    return f"MainPID={main_pid}\nNFileDescriptorStore={stored}\nTriggeredBy={triggered_by}\n"
+
+
+@pytest.mark.parametrize(
+    ("shown", "running", "new", "held", "why"),
+    [
+        (unit_show(), ["127.0.0.1:8000"], ["127.0.0.1:8000"], True, "systemd held the listening sockets"),
+        (unit_show(), None, ["127.0.0.1:8000"], True, "the new master took them over"),
+        (unit_show(stored=2), ["unix:/run/a.sock", "127.0.0.1:8000"], ["127.0.0.1:8000", "unix:/run/a.sock"],
+         True, "connections waited instead of being refused"),
+        (unit_show(stored=0, triggered_by="gunicorn.socket"), ["127.0.0.1:8000"], ["127.0.0.1:8000"], True,
+         "socket-activated by gunicorn.socket: systemd keeps the socket open"),
+        (unit_show(main_pid=0), ["127.0.0.1:8000"], ["127.0.0.1:8000"], False, "no master ran"),
+        (unit_show(stored=0), None, ["127.0.0.1:8000"], False,
+         "systemd holds 0 of the 1 listening sockets (a master not started from djdeploy's config"),
+        (unit_show(stored=1), ["127.0.0.1:8000"], ["127.0.0.1:8000", "unix:/run/a.sock"], False,
+         "holds 1 of the 2 listening sockets"),
+        (unit_show(), ["127.0.0.1:8000"], ["127.0.0.1:8001"], False,
+         "the bind changed from 127.0.0.1:8000 to 127.0.0.1:8001, so the new master bound anew"),
+    ],
+)
+def test_restart_plan(shown: str, running: list[str] | None, new: list[str], held: bool, why: str) -> None:
+    result = rollout.restart_plan(shown, running, new)
+    assert result["held"] is held
+    assert why in result["why"]

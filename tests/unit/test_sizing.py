@@ -600,3 +600,36 @@ def test_a_public_bind_set_as_an_override_is_warned_about_too() -> None:
     result = plan(host(), {"overrides": {"bind": ["0.0.0.0:8000"]}, "override_source": "--set"})
     assert result["settings"]["bind"] == ["0.0.0.0:8000"]
     assert result["warnings"] == [PUBLIC_BIND_WARNING.format("0.0.0.0:8000")]
+
+# --- preload: decided in one place, declared unsafe by the user ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "preload", "reason_part", "warned"),
+    [
+        ({}, True, "set gunicorn_preload_app: false if the app opens sockets, threads or database", False),
+        ({"preload_app": "auto"}, True, "workers fork ready and share its memory pages;", False),
+        ({"preload_app": None}, True, "set gunicorn_preload_app: false if", False),
+        ({"preload_app": True}, True, "(gunicorn_preload_app: true)", False),
+        ({"preload_app": False}, False, "declared unsafe to load before fork (gunicorn_preload_app: false)", True),
+        # --set wins over the role variable, either way, and says so.
+        ({"preload_app": True, "overrides": {"preload_app": False}, "override_source": "--set"},
+         False, "preload_app=False: set by --set", True),
+        ({"preload_app": False, "overrides": {"preload_app": True}, "override_source": "--set"},
+         True, "preload_app=True: set by --set", False),
+    ],
+)
+def test_preload_unless_declared_unsafe(options: dict[str, Any], preload: bool, reason_part: str, warned: bool) -> None:
+    result = plan(host(), options)
+    assert result["settings"]["preload_app"] is preload
+    assert reason_part in result["reasons"]["preload_app"]
+    assert result["reasons"]["preload_app"].startswith(f"preload_app={preload}: ")
+    warning = "preload_app=False: after a HUP or restart, requests wait while the new workers load the app"
+    assert (warning in result["warnings"]) is warned
+
+
+@pytest.mark.parametrize("value", ["yes", "false", 1, 0, [], "AUTO"])
+def test_preload_choice_must_be_auto_true_or_false(value: object) -> None:
+    assert refusal(host(), {"preload_app": value}).message.startswith(
+        "sizing option preload_app must be auto, true or false, got"
+    )

@@ -42,7 +42,7 @@ def render(template: str, **changes: Any) -> str:
         "_gunicorn_socket_name": "gunicorn.socket",
         "_gunicorn_sandbox": sandbox(["/srv/demo/data"], {}),
         "_gunicorn_listen_streams": ["127.0.0.1:8000"],
-        "_gunicorn_plan": {"settings": {"backlog": 2048}},
+        "_gunicorn_plan": {"settings": {"backlog": 2048, "bind": ["127.0.0.1:8000"]}},
         "_gunicorn_unit": {
             "user": "demo", "group": "demo", "working_directory": "/srv/demo/app",
             "environment_files": ["/etc/demo/env"], "gunicorn_bin": "/srv/demo/venv/bin/gunicorn",

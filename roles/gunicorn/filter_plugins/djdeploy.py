@@ -32,6 +32,7 @@ class FilterModule:
             "djdeploy_rollback_target": _refusing(history.rollback_target),
             "djdeploy_expected_settings": history.expected_settings,
             "djdeploy_history_prunable": _refusing(history.prunable),
+            "djdeploy_restart_plan": _refusing(rollout.restart_plan),
             "djdeploy_rollout_problems": _refusing(rollout.rollout_problems),
             "djdeploy_rollout_settled": _refusing(rollout.rollout_settled),
             "djdeploy_previous_settings": rollout.previous_settings,

@@ -1,0 +1,262 @@
+"""Reloads side by side, on one lab host whose app import takes 3 s, under load through nginx.
+
+    .venv/bin/python -m bench.reloads [--cycles 20] [--out FILE]
+
+Scenarios, in this order on one host (so they share the machine's noise):
+  untuned  gunicorn's defaults (the lab's unit): a plain HUP, then a stop/start of the
+           service, then the first requests after a full restart;
+  first tune  djdeploy tune from the untuned unit (a restart);
+  tuned    --cycles djdeploy changes under load (CYCLE_COMMAND), a restart of a changed
+           unit, then the first requests after a full restart.
+
+For each: failed requests (non-2xx and socket errors seen by the clients, and 5xx or
+failed upstream attempts in nginx's log), max and p99 latency in the window (from the
+command's start to SETTLE seconds after its end), the steady p50/p99 of the same
+configuration measured in the same run, and their ratios. Prints a table and writes it as
+JSON. The lab host is always brought down, on errors and Ctrl-C too.
+
+The load is `djdeploy.lab.load.Load`: wrk reports only aggregates, and the window of a
+reload needs every request's start time and latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+from djdeploy.lab.load import Load, Sample, nginx_failures, summarize
+
+REPO = Path(__file__).resolve().parents[1]
+DJDEPLOY = str(Path(sys.executable).parent / "djdeploy")
+LAB = "w5bench"
+IMPORT_DELAY = "3"
+PATH = "/dashboard/"
+CONNECTIONS, RATE = 4, 8.0  # 32 requests/s: moderate for 2 cores shared with gunicorn and nginx
+STEADY_SECONDS, SETTLE_SECONDS = 15.0, 5.0
+FIRST_REQUESTS = 5
+MAX_LATENCY_TARGET = 0.250  # P2
+ACCESS_LOG = "/var/log/nginx/access.log"
+
+
+def cycle_command(i: int) -> list[str]:
+    """One tune/rollback cycle's change. `djdeploy rollback` does not exist yet: alternate a
+    setting instead. Swap this for ["rollback", "web01"] on odd cycles once it does."""
+    return ["tune", "web01", "--set", f"max_requests={1000 + 100 * (i % 2 + 1)}"]
+
+
+class Bench:
+    def __init__(self) -> None:
+        self.host: dict = {}
+        self.inventory = ""
+
+    def djdeploy(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        done = subprocess.run([DJDEPLOY, *args], capture_output=True, text=True, cwd=REPO,
+                              env={**os.environ, "DJDEPLOY_LAB": LAB}, timeout=900)
+        if check and done.returncode != 0:
+            raise RuntimeError(f"djdeploy {' '.join(args)} exited {done.returncode}:\n{done.stderr[-3000:]}")
+        return done
+
+    def on_host(self, script: str) -> str:
+        return self.djdeploy("lab", "exec", "web01", "--", "sh", "-c", script).stdout
+
+    def up(self) -> None:
+        done = self.djdeploy("lab", "up", "--hosts", "1", "--import-delay", IMPORT_DELAY, "--json")
+        self.host = json.loads(done.stdout)["hosts"][0]
+        # The same lab inventory, with the role told which path the first users hit.
+        inventory = yaml.safe_load(Path(self.host["inventory"]).read_text())
+        inventory["all"]["vars"].update(gunicorn_warm_up_paths=[PATH], gunicorn_verify_paths=[PATH])
+        self.inventory = str(Path(self.host["inventory"]).with_name("bench-inventory.yml"))
+        Path(self.inventory).write_text(yaml.safe_dump(inventory))
+
+    def down(self) -> None:
+        self.djdeploy("lab", "down", check=False)
+
+    @property
+    def url(self) -> str:
+        return self.host["url"].rstrip("/") + PATH
+
+    def log_size(self) -> int:
+        return int(self.on_host(f"stat -c %s {ACCESS_LOG}"))
+
+    def nginx_failures_since(self, offset: int) -> dict[str, int]:
+        return nginx_failures(self.on_host(f"tail -c +{offset + 1} {ACCESS_LOG}").splitlines())
+
+    def run_cycle(self, i: int) -> str:
+        command = cycle_command(i)
+        return self.tune(*command[1:])["change"] if command[0] == "tune" else self.djdeploy(*command).stdout
+
+    def tune(self, *args: str) -> dict:
+        done = self.djdeploy("tune", *args, "-i", self.inventory, "--json", check=False)
+        record = json.loads(done.stdout)["hosts"]["web01"]
+        if done.returncode != 0:
+            raise RuntimeError(f"tune {' '.join(args)} exited {done.returncode}: {record['message']}")
+        return record
+
+    def window(self, load: Load, name: str, action) -> dict:
+        """Run `action` under the running load; the window ends SETTLE_SECONDS after it."""
+        offset = self.log_size()
+        start = time.time()
+        detail = action()
+        end = time.time() + SETTLE_SECONDS
+        time.sleep(SETTLE_SECONDS)
+        inside = [s for s in load.samples() if start <= s.start < end]
+        # Where in the window the slowest requests were sent: at the reload, or all along?
+        slowest = [(round(s.start - start, 2), round(s.latency * 1000, 1))
+                   for s in sorted(inside, key=lambda s: -s.latency)[:5]]
+        return {"scenario": name, "since": start, "until": end, "detail": detail, "slowest_at_s_ms": slowest,
+                "nginx": self.nginx_failures_since(offset), **summarize(inside)}
+
+    def steady(self, load: Load) -> dict:
+        start = time.time()
+        time.sleep(STEADY_SECONDS)
+        return summarize(load.samples(), start, time.time())
+
+    def first_requests(self) -> dict:
+        """Restart with no load, then the first requests as soon as systemctl returns."""
+        self.on_host("systemctl restart gunicorn")
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        latencies = []
+        for _ in range(FIRST_REQUESTS):
+            clock = time.perf_counter()
+            with opener.open(self.url, timeout=60) as response:
+                response.read()
+                assert response.status == 200, response.status
+            latencies.append(time.perf_counter() - clock)
+        return {"first": latencies[0], "max_of_first": max(latencies), "latencies": latencies}
+
+
+def run(cycles: int) -> dict:
+    bench = Bench()
+    result: dict = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "lab": LAB,
+                    "import_delay_s": float(IMPORT_DELAY), "path": PATH,
+                    "load": {"connections": CONNECTIONS, "rate_per_connection": RATE},
+                    "loadavg_before": os.getloadavg()}
+    try:
+        bench.up()
+        # Untuned: gunicorn's defaults as the lab starts them.
+        with Load(bench.url, connections=CONNECTIONS, rate=RATE) as load:
+            untuned_steady = bench.steady(load)
+            hup = bench.window(load, "defaults: plain HUP", lambda: bench.on_host("systemctl reload gunicorn"))
+            stop_start = bench.window(load, "defaults: stop/start", lambda: bench.on_host(
+                "systemctl stop gunicorn; systemctl start gunicorn"))
+        untuned_first = bench.first_requests()
+        # The first tune replaces the unit: a restart from a master that stored no sockets.
+        with Load(bench.url, connections=CONNECTIONS, rate=RATE) as load:
+            first_tune = bench.window(load, "djdeploy: first tune (restart)", lambda: bench.tune("web01")["message"])
+            tuned_steady = bench.steady(load)
+            windows = [bench.window(load, f"djdeploy: cycle {i + 1}",
+                                    lambda i=i: bench.run_cycle(i))
+                       for i in range(cycles)]
+            unit_change = bench.window(load, "djdeploy: changed unit (restart)",
+                                       lambda: bench.tune("web01", "--set", "graceful_timeout=35")["message"])
+            samples = load.samples()
+        tuned_first = bench.first_requests()
+        result["loadavg_after"] = os.getloadavg()
+        cycles_row = merge_windows(f"djdeploy: {cycles} tune cycles (HUP)", windows, samples)
+        result["rows"] = [
+            row(hup, untuned_steady, untuned_first),
+            row(stop_start, untuned_steady, None),
+            row(first_tune, tuned_steady, None),
+            row(cycles_row, tuned_steady, tuned_first),
+            row(unit_change, tuned_steady, None),
+        ]
+        result["cycles"] = [row(w, tuned_steady, None) for w in windows]
+        result["targets"] = targets(cycles_row, tuned_steady, tuned_first, cycles)
+        return result
+    finally:
+        bench.down()
+
+
+def merge_windows(name: str, windows: list[dict], samples: list[Sample]) -> dict:
+    chosen = [s for s in samples if any(w["since"] <= s.start < w["until"] for w in windows)]
+    nginx: dict[str, int] = {}
+    for w in windows:
+        for key, count in w["nginx"].items():
+            nginx[key] = nginx.get(key, 0) + count
+    return {"scenario": name, "detail": sorted({str(w["detail"]) for w in windows}), "nginx": nginx,
+            **summarize(chosen)}
+
+
+def row(window: dict, steady: dict, first: dict | None) -> dict:
+    ms = lambda seconds: None if seconds is None else round(seconds * 1000, 1)  # noqa: E731
+    return {
+        "scenario": window["scenario"],
+        "detail": window["detail"],
+        "slowest_at_s_ms": window.get("slowest_at_s_ms"),
+        "requests": window["requests"],
+        "failed": window["failed"],
+        "errors": window["errors"],
+        "nginx_failed": sum(window["nginx"].values()),
+        "nginx": window["nginx"],
+        "max_ms": ms(window["max"]),
+        "p99_ms": ms(window["p99"]),
+        "steady_p50_ms": ms(steady["p50"]),
+        "steady_p99_ms": ms(steady["p99"]),
+        "steady_max_ms": ms(steady["max"]),
+        "max_over_steady_p99": round(window["max"] / steady["p99"], 1),
+        "p99_over_steady_p99": round(window["p99"] / steady["p99"], 2),
+        "first_request_ms": ms(first["first"]) if first else None,
+        "first_over_steady_p50": round(first["first"] / steady["p50"], 2) if first else None,
+        "first_requests_ms": [ms(x) for x in first["latencies"]] if first else None,
+    }
+
+
+def targets(cycles_row: dict, steady: dict, first: dict, cycles: int) -> dict:
+    failed = cycles_row["failed"] + sum(cycles_row["nginx"].values())
+    return {
+        f"P1: {cycles} cycles, 0 failed requests": failed == 0,
+        "P2: slowest request during a tune <= 250 ms": cycles_row["max"] <= MAX_LATENCY_TARGET,
+        "P2: window p99 <= 2 x steady p99": cycles_row["p99"] <= 2 * steady["p99"],
+        "P3: first request after a restart <= 1.5 x steady p50": first["first"] <= 1.5 * steady["p50"],
+    }
+
+
+COLUMNS = [("scenario", 34), ("failed", 6), ("nginx_failed", 6), ("max_ms", 8), ("p99_ms", 8),
+           ("steady_p50_ms", 8), ("steady_p99_ms", 8), ("p99_over_steady_p99", 7), ("max_over_steady_p99", 7),
+           ("first_request_ms", 8), ("first_over_steady_p50", 7)]
+HEADERS = ["scenario", "failed", "nginx", "max ms", "p99 ms", "st p50", "st p99", "p99/st", "max/st",
+           "1st ms", "1st/p50"]
+
+
+def table(result: dict) -> str:
+    widths = [width for _, width in COLUMNS]
+    lines = ["  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(HEADERS, widths)))]
+    for r in result["rows"]:
+        cells = ["-" if r[key] is None else str(r[key]) for key, _ in COLUMNS]
+        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))))
+    lines += ["", *(f"{'PASS' if ok else 'FAIL'}  {name}" for name, ok in result["targets"].items())]
+    return "\n".join(lines)
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    # SIGTERM too goes through the finally that brings the host down.
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.reloads", description=__doc__.splitlines()[0])
+    parser.add_argument("--cycles", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=None, help="JSON file (default bench/results/reloads-TIME.json)")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupted)
+    result = run(args.cycles)
+    out = args.out or REPO / "bench" / "results" / f"reloads-{datetime.now():%Y%m%d-%H%M%S}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(table(result))
+    print(f"\nJSON: {out}")
+    return 0 if all(result["targets"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
