@@ -6,7 +6,7 @@ Scenarios, in this order on one host (so they share the machine's noise):
   untuned  gunicorn's defaults (the lab's unit): a plain HUP, then a stop/start of the
            service, then the first requests after a full restart;
   first tune  djdeploy tune from the untuned unit (a restart);
-  tuned    --cycles djdeploy changes under load (CYCLE_COMMAND), a restart of a changed
+  tuned    --cycles tune/rollback cycles under load (cycle_command, each a HUP), a restart of a changed
            unit, then the first requests after a full restart.
 
 For each: failed requests (non-2xx and socket errors seen by the clients, and 5xx or
@@ -49,9 +49,9 @@ ACCESS_LOG = "/var/log/nginx/access.log"
 
 
 def cycle_command(i: int) -> list[str]:
-    """One tune/rollback cycle's change. `djdeploy rollback` does not exist yet: alternate a
-    setting instead. Swap this for ["rollback", "web01"] on odd cycles once it does."""
-    return ["tune", "web01", "--set", f"max_requests={1000 + 100 * (i % 2 + 1)}"]
+    """One half of a tune/rollback cycle: a tune that changes a setting, then the rollback that
+    undoes it (both a HUP)."""
+    return ["tune", "web01", "--set", "max_requests=1200"] if i % 2 == 0 else ["rollback", "web01"]
 
 
 class Bench:
@@ -154,15 +154,16 @@ def run(cycles: int) -> dict:
         with Load(bench.url, connections=CONNECTIONS, rate=RATE) as load:
             first_tune = bench.window(load, "djdeploy: first tune (restart)", lambda: bench.tune("web01")["message"])
             tuned_steady = bench.steady(load)
-            windows = [bench.window(load, f"djdeploy: cycle {i + 1}",
+            # A cycle is a tune that changes a setting and the rollback that undoes it.
+            windows = [bench.window(load, f"djdeploy: cycle {i // 2 + 1} {'tune' if i % 2 == 0 else 'rollback'}",
                                     lambda i=i: bench.run_cycle(i))
-                       for i in range(cycles)]
+                       for i in range(2 * cycles)]
             unit_change = bench.window(load, "djdeploy: changed unit (restart)",
                                        lambda: bench.tune("web01", "--set", "graceful_timeout=35")["message"])
             samples = load.samples()
         tuned_first = bench.first_requests()
         result["loadavg_after"] = os.getloadavg()
-        cycles_row = merge_windows(f"djdeploy: {cycles} tune cycles (HUP)", windows, samples)
+        cycles_row = merge_windows(f"djdeploy: {cycles} tune/rollback cycles", windows, samples)
         result["rows"] = [
             row(hup, untuned_steady, untuned_first),
             row(stop_start, untuned_steady, None),
