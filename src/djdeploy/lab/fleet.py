@@ -39,6 +39,8 @@ MAX_HOSTS = 60  # each host takes a /30 of the lab's /24
 MIN_MEMORY = 384 * 1024**2  # Debian, sshd, nginx and a gunicorn with one worker
 MAX_IMPORT_DELAY = 120.0
 BOOT_TIMEOUT = 120.0
+BOOT_ATTEMPTS = 2
+BOOT_RETRY_DELAY = 3.0
 LAB_NAME = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 SUBNET_PREFIX = "10.77"  # private addresses that exist only on the lab's veth links
 SSH_OPTIONS = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
@@ -69,6 +71,10 @@ def parse_size(text: str) -> int:
 
 def host_names(count: int) -> list[str]:
     return [f"web{i:02d}" for i in range(1, count + 1)]
+
+
+class BootExited(DjdeployError):
+    """systemd-nspawn ended before the host served."""
 
 
 class Lab:
@@ -143,18 +149,25 @@ class Lab:
             if state["slot"] is None:
                 state["slot"] = self._free_slot()
             self._save(state)
-            created: list[str] = []
-            try:
-                for name in names:
-                    created.append(name)
-                    self._create_host(state, name, rootfs, cpus, memory_bytes, import_delay)
-                self._wait_until_serving(state, names)
-            except BaseException:
-                self.log("bringing the new hosts down again after the failure")
-                for name in created:
-                    self._destroy_host(state, name)
-                self._write_inventory(state)
-                raise
+            for attempt in range(1, BOOT_ATTEMPTS + 1):
+                created: list[str] = []
+                try:
+                    for name in names:
+                        created.append(name)
+                        self._create_host(state, name, rootfs, cpus, memory_bytes, import_delay)
+                    self._wait_until_serving(state, names)
+                    break
+                except BaseException as exc:
+                    self.log("bringing the new hosts down again after the failure")
+                    for name in created:
+                        self._destroy_host(state, name)
+                    self._write_inventory(state)
+                    # Seen twice, seconds after another lab's hosts went down, and never when
+                    # tried again: systemd-nspawn exits silently early in the boot.
+                    if not isinstance(exc, BootExited) or attempt == BOOT_ATTEMPTS:
+                        raise
+                    self.log(f"{exc.message.splitlines()[0]}; trying once more")
+                    time.sleep(BOOT_RETRY_DELAY)
             self._write_inventory(state)
             return [self._describe(name, state["hosts"][name]) for name in names]
 
@@ -292,7 +305,7 @@ class Lab:
             for name in list(waiting):
                 host = state["hosts"][name]
                 if not system.pid_is_nspawn(host["pid"], host["machine"]):
-                    raise DjdeployError(
+                    raise BootExited(
                         f"{name}: systemd-nspawn exited while booting:\n{self._console_tail(host)}", ExitCode.ERROR
                     )
                 if self._serving(host):
