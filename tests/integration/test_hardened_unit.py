@@ -277,6 +277,13 @@ def test_with_socket_activation_a_restart_queues_connections(socket_lab):
     assert (refused, other) == (0, 0) and answered > 0, (answered, refused, other)
 
 
+def assert_not_socket_activated(lab: LabHosts) -> None:
+    """No socket unit starts gunicorn. systemd (pid 1) may still hold the listening socket: the
+    master keeps a copy in the unit's file descriptor store (issue 5), so it is not a sign."""
+    assert lab.sh("web01", "systemctl show -p TriggeredBy --value gunicorn").strip() == ""
+    assert '("gunicorn",' in listeners_on_8000(lab)
+
+
 def test_turning_socket_activation_off_removes_the_socket(socket_lab):
     lab, plain, _ = socket_lab
     code, record = tune_with(plain)
@@ -284,7 +291,7 @@ def test_turning_socket_activation_off_removes_the_socket(socket_lab):
     assert (record["outcome"], record["change"]) == ("applied", "restart")
     assert lab.exec("web01", "test", "-e", SOCKET).returncode == 1
     assert lab.exec("web01", "systemctl", "is-active", "--quiet", "gunicorn.socket").returncode != 0
-    assert '("systemd",' not in listeners_on_8000(lab)
+    assert_not_socket_activated(lab)
     assert serves_dashboard(lab)
 
 
@@ -294,7 +301,7 @@ def test_a_rollback_to_an_entry_without_a_socket_removes_the_new_one(socket_lab)
     assert code == 3, record
     assert (record["outcome"], record["change"]) == ("rolled_back", "restart")
     assert lab.exec("web01", "test", "-e", SOCKET).returncode == 1
-    assert '("systemd",' not in listeners_on_8000(lab)
+    assert_not_socket_activated(lab)
     assert serves_dashboard(lab)
 
 

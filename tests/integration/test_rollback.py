@@ -149,10 +149,11 @@ def test_a_malformed_entry_id_is_refused_before_any_host_is_contacted(lab, two_t
 
 def test_a_rollback_whose_target_fails_returns_to_where_it_started(lab, two_tunes):
     """An entry that served once, but no longer can (its worker_tmp_dir was removed since)."""
-    lab.sh("web01", "install -d -o demo -g demo /srv/heartbeats")
-    doomed = applied(lab, "tune", "web01", "--set", "worker_tmp_dir=/srv/heartbeats")["history_entry"]
+    # Inside the path the lab's inventory lets the sandboxed service write (gunicorn_read_write_paths).
+    lab.sh("web01", "install -d -o demo -g demo /srv/demo/data/heartbeats")
+    doomed = applied(lab, "tune", "web01", "--set", "worker_tmp_dir=/srv/demo/data/heartbeats")["history_entry"]
     start = applied(lab, "tune", "web01")["history_entry"]
-    lab.sh("web01", "rmdir /srv/heartbeats")
+    lab.sh("web01", "rmdir /srv/demo/data/heartbeats")
     before = live_settings(lab)
     code, result, _ = run_json(lab, "rollback", "web01", "--to", doomed)
     record = result["hosts"]["web01"]
