@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -83,33 +84,42 @@ def _task_progress(event) -> None:
     stderr.print(line)
 
 
-def _print_outcomes(hosts: dict[str, Any]) -> None:
-    """Per host: its outcome, then each setting before → after with the reason."""
-    for host, record in sorted(hosts.items()):
-        outcome = record["outcome"]
-        change = record.get("change")
-        title = Text(f"{host}: ") + Text(outcome, style=OUTCOME_STYLE.get(outcome, ""))
-        if change and change != "none":
-            title += Text(f" ({'would ' if record.get('check_mode') else ''}{change})")
-        if record.get("restores"):
-            title += Text(f", restoring {record['restores']}")
-        stdout.print(title)
-        settings = record.get("settings") or {}
-        if settings:
-            previous = record.get("previous") or {}
-            table = Table("setting", "before", "after", "why", box=None, padding=(0, 2, 0, 2))
-            for name, value in sorted(settings.items()):
-                before = previous.get(name, "-")
-                reason = (record.get("reasons") or {}).get(name, "").split(": ", 1)[-1]
-                style = "bold" if before != value else ""
-                table.add_row(name, _show(before), Text(_show(value), style=style), reason)
-            stdout.print(table)
-        if record.get("diff"):
-            stdout.print(Text(record["diff"], style="dim"), soft_wrap=True)
-        for warning in record.get("warnings") or []:
-            stdout.print(Text(f"  warning: {warning}", style="yellow"))
-        if record.get("message"):
-            stdout.print(Text(f"  {record['message']}", style=OUTCOME_STYLE.get(outcome, "")))
+def _print_outcome(host: str, record: dict[str, Any]) -> None:
+    """A host's outcome, then each setting before → after with the reason."""
+    outcome = record["outcome"]
+    change = record.get("change")
+    title = Text(f"{host}: ") + Text(outcome, style=OUTCOME_STYLE.get(outcome, ""))
+    if change and change != "none":
+        title += Text(f" ({'would ' if record.get('check_mode') else ''}{change})")
+    if record.get("restores"):
+        title += Text(f", restoring {record['restores']}")
+    stdout.print(title)
+    settings = record.get("settings") or {}
+    if settings:
+        previous = record.get("previous") or {}
+        table = Table("setting", "before", "after", "why", box=None, padding=(0, 2, 0, 2))
+        for name, value in sorted(settings.items()):
+            before = previous.get(name, "-")
+            reason = (record.get("reasons") or {}).get(name, "").split(": ", 1)[-1]
+            style = "bold" if before != value else ""
+            table.add_row(name, _show(before), Text(_show(value), style=style), reason)
+        stdout.print(table)
+    if record.get("diff"):
+        stdout.print(Text(record["diff"], style="dim"), soft_wrap=True)
+    for warning in record.get("warnings") or []:
+        stdout.print(Text(f"  warning: {warning}", style="yellow"))
+    if record.get("message"):
+        stdout.print(Text(f"  {record['message']}", style=OUTCOME_STYLE.get(outcome, "")))
+
+
+def _finish(summary: dict[str, Any], as_json: bool, print_host: Callable[[str, dict[str, Any]], None]) -> NoReturn:
+    """Print the hosts' records (--json: one document), then exit with the summary's code."""
+    if as_json:
+        _print_json({"hosts": summary["hosts"]})
+    else:
+        for host, record in sorted(summary["hosts"].items()):
+            print_host(host, record)
+    raise typer.Exit(summary["exit_code"])
 
 
 def _show(value: Any) -> str:
@@ -134,11 +144,7 @@ def tune_command(
 
     summary = tune(patterns, inventory=inventory, profile=profile, sets=sets or [], check=check,
                    on_task=_task_progress)
-    if as_json:
-        _print_json({"hosts": summary["hosts"]})
-    else:
-        _print_outcomes(summary["hosts"])
-    raise typer.Exit(summary["exit_code"])
+    _finish(summary, as_json, _print_outcome)
 
 
 @app.command("rollback")
@@ -155,11 +161,7 @@ def rollback_command(
     from djdeploy.operations import rollback
 
     summary = rollback(patterns, inventory=inventory, to=to, check=check, on_task=_task_progress)
-    if as_json:
-        _print_json({"hosts": summary["hosts"]})
-    else:
-        _print_outcomes(summary["hosts"])
-    raise typer.Exit(summary["exit_code"])
+    _finish(summary, as_json, _print_outcome)
 
 
 @app.command("history")
@@ -172,12 +174,7 @@ def history_command(
     from djdeploy.operations import history
 
     summary = history(patterns, inventory=inventory)
-    if as_json:
-        _print_json({"hosts": summary["hosts"]})
-    else:
-        for host, record in sorted(summary["hosts"].items()):
-            _print_history(host, record)
-    raise typer.Exit(summary["exit_code"])
+    _finish(summary, as_json, _print_history)
 
 
 @app.command("status")
@@ -190,12 +187,7 @@ def status_command(
     from djdeploy.operations import status
 
     summary = status(patterns, inventory=inventory)
-    if as_json:
-        _print_json({"hosts": summary["hosts"]})
-    else:
-        for host, record in sorted(summary["hosts"].items()):
-            _print_status(host, record)
-    raise typer.Exit(summary["exit_code"])
+    _finish(summary, as_json, _print_status)
 
 
 def _print_history(host: str, record: dict[str, Any]) -> None:

@@ -144,12 +144,8 @@ def change_kind(
     sockets from systemd only when it starts, and a HUP would make it bind by itself.
     """
     unit_sha = hashlib.sha256(unit_text.encode()).hexdigest()
-    if unit_sha != service.get("unit_sha256"):
-        return "restart"
     socket_sha = hashlib.sha256(socket_text.encode()).hexdigest() if socket_text else None
-    if socket_sha != (service.get("socket") or {}).get("sha256"):
-        return "restart"
-    if not service.get("main_pid"):
+    if _needs_new_master(service, unit_sha, socket_sha):
         return "restart"
     live_file = service.get("config_settings") or {}
     if any(live_file.get(name) != value for name, value in config_values.items()):
@@ -157,19 +153,24 @@ def change_kind(
     return "none"
 
 
+def _needs_new_master(service: Mapping[str, Any], unit_sha: str | None, socket_sha: str | None) -> bool:
+    """A different unit or socket unit (gunicorn takes sockets from systemd only when it
+    starts), or no master at all."""
+    running_socket = (service.get("socket") or {}).get("sha256")
+    return (unit_sha != service.get("unit_sha256") or (socket_sha or None) != (running_socket or None)
+            or not service.get("main_pid"))
+
+
 def restore_kind(service: Mapping[str, Any], entry: Mapping[str, Any], expected: Mapping[str, Any]) -> str:
     """none, reload or restart to put a history entry back: its files against those on the host,
     and its settings against the live ones (a config may have been written but never loaded)."""
-    if entry.get("unit_sha256") != service.get("unit_sha256") or not service.get("main_pid"):
-        return "restart"
-    # gunicorn takes sockets from systemd only when it starts.
-    if (entry.get("socket_sha256") or None) != ((service.get("socket") or {}).get("sha256") or None):
+    if _needs_new_master(service, entry.get("unit_sha256"), entry.get("socket_sha256")):
         return "restart"
     if (entry.get("config_sha256") or None) != (service.get("config_sha256") or None):
         return "reload"
     live = service.get("live_settings")
     if expected and live is not None and any(
-        name in live and _normalized(live[name]) != _normalized(value)
+        name in live and normalized(live[name]) != normalized(value)
         for name, value in expected.items() if name in LIVE_CHECKED
     ):
         return "reload"
@@ -233,7 +234,7 @@ def rollout_problems(
             problems.append("the control socket does not answer, so the live settings are unknown")
         else:
             for name in LIVE_CHECKED:
-                if name in settings and name in live and _normalized(live[name]) != _normalized(settings[name]):
+                if name in settings and name in live and normalized(live[name]) != normalized(settings[name]):
                     problems.append(f"live {name} is {live[name]!r}, rendered {settings[name]!r}")
     elif not workers:
         problems.append("no worker runs")
@@ -263,7 +264,8 @@ def previous_settings(service: Mapping[str, Any]) -> dict[str, Any]:
     return {"workers": len(workers)} if workers else {}
 
 
-def _normalized(value: Any) -> Any:
+def normalized(value: Any) -> Any:
+    """Lists and tuples of the same values compare equal (the control socket's JSON gives lists)."""
     return list(value) if isinstance(value, tuple) else value
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from djdeploy.rollout import LIVE_CHECKED
+from djdeploy.rollout import LIVE_CHECKED, normalized
 
 HEALTHY_STATUS = 200
 
@@ -101,7 +101,7 @@ def drift(
                      + (f"; a tune now would set {would_set}" if would_set else ""))
         settings = {}
     for name, values in settings.items():
-        live, written, tune = (_normalized(values[key]) for key in ("live", "file", "tune"))
+        live, written, tune = (normalized(values[key]) for key in ("live", "file", "tune"))
         if name in LIVE_CHECKED and live is not None and written is not None and live != written:
             found.append(f"{name}: live {live!r} but the file says {written!r} (written, not loaded)")
         if tune is not None and written != tune:
@@ -113,7 +113,3 @@ def drift(
 
 def _shown(value: Any) -> str:
     return "nothing" if value is None else repr(value)
-
-
-def _normalized(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
