@@ -70,7 +70,7 @@ InventoryOption = Annotated[
                  show_default=False),
 ]
 
-OUTCOME_STYLE = {"applied": "green", "unchanged": "cyan", "rolled_back": "yellow", "refused": "red",
+OUTCOME_STYLE = {"applied": "green", "unchanged": "cyan", "rolled_back": "yellow", "refused": "red", "interrupted": "red",
                  "failed": "bold red"}
 
 

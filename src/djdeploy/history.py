@@ -42,6 +42,26 @@ def expected_settings(entry: Mapping[str, Any]) -> dict[str, Any]:
     return dict(entry.get("settings") or {})
 
 
+def unfinished_run(entries: Sequence[Mapping[str, Any]], live: str | None, lkg: str | None) -> dict[str, Any] | None:
+    """The entry of a run that was cut off before it committed or undid its change, or None.
+
+    A run points LIVE at its entry before it writes a file, and moves LKG there (commit) or
+    LIVE back (rollback) only at the end: LIVE != LKG means it never got there."""
+    if not live or not lkg or live == lkg:
+        return None
+    for entry in entries:
+        if entry.get("id") == live:
+            return dict(entry)
+    return {"id": live, "verdict": "unreadable"}
+
+
+def abandoned(entries: Sequence[Mapping[str, Any]], live: str | None) -> list[dict[str, Any]]:
+    """Entries still `pending` that are not live: runs cut off after their backup and before
+    they pointed LIVE at their entry, so they never went live. Only a run holding the lock
+    asks, so no run is writing one of them meanwhile."""
+    return [dict(entry) for entry in entries if entry.get("verdict") == "pending" and entry.get("id") != live]
+
+
 def rollback_target(
     entries: Sequence[Mapping[str, Any]],
     live: str | None,

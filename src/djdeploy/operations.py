@@ -10,6 +10,7 @@ import os
 import re
 import secrets
 import shlex
+import signal
 import socket
 import sys
 from collections.abc import Callable
@@ -33,6 +34,8 @@ EXIT_FOR_OUTCOME = {
     "refused": ExitCode.REFUSED,
     "rolled_back": ExitCode.ROLLED_BACK,
     "failed": ExitCode.NEEDS_PERSON,
+    # Stopped by a signal before its change went live: nothing changed.
+    "interrupted": ExitCode.REFUSED,
 }
 
 
@@ -116,21 +119,120 @@ def run_changing(
     check: bool,
     on_task: Callable[[runner.TaskEvent], None] | None,
 ) -> runner.PlaybookResult:
-    """Run a playbook that changes hosts. Hosts refused because a run of this controller that
-    no longer exists still holds their lock (killed, the machine crashed) are run again, taking
-    that lock over; a lock of a live run, or of another controller, is left to expire."""
-    result = runner.run_playbook(playbook, inventory, hosts, extravars, check=check, on_task=on_task)
-    gone = runs_gone(result.reports, socket.gethostname(), _process_alive)
-    if not gone:
-        return result
-    again_hosts = [host for host, report in result.reports.items()
-                   if (report.get("lock_holder") or {}).get("run_id") in gone]
-    again = runner.run_playbook(playbook, inventory, again_hosts, {**extravars, "gunicorn_lock_takeover": sorted(gone)},
-                                check=check, on_task=on_task)
+    """Run a playbook that changes hosts.
+
+    Hosts refused because a run of this controller that no longer exists still holds their
+    lock (killed, the machine crashed) are run again, taking that lock over; a lock of a live
+    run, or of another controller, is left to expire.
+
+    Ctrl-C or SIGTERM stops the run, and then, as the same run, puts every host it was changing
+    back on a config that serves (`recover`); signals during that are noted, not obeyed."""
+    with Interrupts() as interrupts:
+        result = runner.run_playbook(playbook, inventory, hosts, extravars, check=check, on_task=on_task,
+                                     cancel=interrupts.requested)
+        gone = runs_gone(result.reports, socket.gethostname(), _process_alive)
+        if gone and result.status != "canceled":
+            again_hosts = [host for host, report in result.reports.items()
+                           if (report.get("lock_holder") or {}).get("run_id") in gone]
+            again = runner.run_playbook(playbook, inventory, again_hosts,
+                                        {**extravars, "gunicorn_lock_takeover": sorted(gone)},
+                                        check=check, on_task=on_task, cancel=interrupts.requested)
+            _merge(result, again, again_hosts)
+        if result.status == "canceled":
+            return _recover(result, inventory, hosts, extravars, interrupts, f"stopped by {interrupts.name}",
+                            check=check, on_task=on_task)
+        # A host lost midway may have been left mid-change; if it answers again, put it right now.
+        lost = [host for host in hosts if host in result.unreachable and host not in result.reports]
+        if lost and not check:
+            return _recover(result, inventory, lost, extravars, interrupts, "the connection was lost",
+                            check=check, on_task=on_task)
+    return result
+
+
+def _merge(result: runner.PlaybookResult, again: runner.PlaybookResult, hosts: list[str]) -> None:
     result.reports.update(again.reports)
     result.unreachable.update(again.unreachable)
     result.failures.update(again.failures)
-    return result
+    result.in_flight.update(again.in_flight)
+    if again.status == "canceled":
+        result.status = "canceled"
+        for host in hosts:
+            result.reports.pop(host, None)
+
+
+def _recover(
+    stopped: runner.PlaybookResult,
+    inventory: Path,
+    hosts: list[str],
+    extravars: dict[str, Any],
+    interrupts: "Interrupts",
+    cause: str,
+    *,
+    check: bool,
+    on_task: Callable[[runner.TaskEvent], None] | None,
+) -> runner.PlaybookResult:
+    """After a run stopped or cut off: every host whose report is missing gets the role's
+    recover entry point, as the same run (its lock is this run's), and each report says what
+    stopped it. A host that still does not answer keeps what it has: the next run against it
+    restores its last-known-good entry first."""
+    pending = [host for host in hosts if host not in stopped.reports]
+    if check or not pending:
+        # A check run changed nothing; hosts that reported had finished.
+        for host in pending:
+            stopped.reports[host] = {"outcome": "interrupted", "message": f"{cause}: nothing changed",
+                                     "check_mode": check}
+        return stopped
+    interrupts.recovering = True
+    run_id = extravars["djdeploy_run"]["id"]
+    recovered = runner.run_playbook("recover.yml", inventory, pending,
+                                    {**extravars, "gunicorn_lock_takeover": [run_id]}, on_task=on_task)
+    for host in pending:
+        report = recovered.reports.get(host)
+        if report is None:
+            why = recovered.unreachable.get(host) or stopped.unreachable.get(host) or "no report"
+            stopped.unreachable[host] = (
+                f"{cause} ({why}); putting it back failed too: if it changed anything, "
+                "the next djdeploy run against it restores its last-known-good entry first")
+            continue
+        where = stopped.in_flight.get(host)
+        report["message"] = f"{cause}{f' during {where!r}' if where else ''}: {report.get('message') or ''}".rstrip(": ")
+        stopped.reports[host] = report
+        stopped.unreachable.pop(host, None)
+    stopped.failures.update(recovered.failures)
+    return stopped
+
+
+class Interrupts:
+    """SIGINT and SIGTERM, while a changing run is on: the first asks the run to stop; the
+    recovery that follows is never stopped, since a host left midway is worse than a wait."""
+
+    def __init__(self) -> None:
+        self.name: str | None = None
+        self.recovering = False
+        self._previous: dict[int, Any] = {}
+
+    def requested(self) -> bool:
+        return self.name is not None and not self.recovering
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self.recovering:
+            print(f"djdeploy: {name}: still putting the hosts back on a config that serves; "
+                  "stopping now would leave them midway", file=sys.stderr)
+            return
+        if self.name is None:
+            print(f"djdeploy: {name}: stopping the run, then putting every host it was changing back "
+                  "on a config that serves", file=sys.stderr)
+        self.name = self.name or name
+
+    def __enter__(self) -> "Interrupts":
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
 
 
 def runs_gone(reports: dict[str, Any], controller: str, alive: Callable[[int], bool]) -> set[str]:

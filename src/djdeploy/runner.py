@@ -24,10 +24,11 @@ ROLES_DIR = PROJECT_DIR / "roles"
 class PlaybookResult:
     """What a run did, per host, in plain data."""
 
-    status: str  # ansible-runner's: successful or failed (timeout and canceled raise)
+    status: str  # ansible-runner's: successful, failed or canceled (timeout raises)
     reports: dict[str, dict[str, Any]]  # the role's set_stats record per host
     unreachable: dict[str, str] = field(default_factory=dict)  # host -> message
     failures: dict[str, str] = field(default_factory=dict)  # host -> last failure message
+    in_flight: dict[str, str] = field(default_factory=dict)  # host -> the task it last started
 
 
 @dataclass
@@ -70,7 +71,10 @@ def run_playbook(
     *,
     check: bool = False,
     on_task: Callable[[TaskEvent], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
 ) -> PlaybookResult:
+    """Run the playbook on the hosts. `cancel` is asked about twice a second; when it says
+    True, ansible-playbook is killed and the result has status "canceled"."""
     import ansible_runner
 
     collected = _Collector(on_task)
@@ -102,19 +106,25 @@ def run_playbook(
             },
             quiet=True,
             event_handler=collected.handle,
+            cancel_callback=cancel,
+            settings={"pexpect_timeout": 0.5},
         )
+        if runner.status == "canceled":
+            return PlaybookResult(status="canceled", reports={}, unreachable=collected.unreachable,
+                                  failures=collected.failures, in_flight=collected.in_flight)
         if not collected.saw_stats:
             # Ansible never got to run the play (bad inventory, a syntax error, a crash).
             output = runner.stdout.read().strip()[-3000:] if runner.stdout else ""
             raise DjdeployError(f"ansible-playbook failed before the play ran (rc {runner.rc}):\n{output}",
                                 ExitCode.ERROR)
-    if runner.status in ("timeout", "canceled"):
+    if runner.status == "timeout":
         raise DjdeployError(f"the Ansible run ended: {runner.status}", ExitCode.ERROR)
     return PlaybookResult(
         status=runner.status,
         reports=collected.reports,
         unreachable=collected.unreachable,
         failures=collected.failures,
+        in_flight=collected.in_flight,
     )
 
 
@@ -124,6 +134,7 @@ class _Collector:
         self.reports: dict[str, dict[str, Any]] = {}
         self.unreachable: dict[str, str] = {}
         self.failures: dict[str, str] = {}
+        self.in_flight: dict[str, str] = {}
         self.saw_stats = False
 
     def handle(self, event: dict[str, Any]) -> bool:
@@ -132,6 +143,8 @@ class _Collector:
         if kind == "playbook_on_stats":
             self.saw_stats = True
             self.reports = dict((data.get("artifact_data") or {}).get("djdeploy_hosts") or {})
+        elif kind == "runner_on_start" and "host" in data:
+            self.in_flight[data["host"]] = data.get("task", "")
         elif kind.startswith("runner_on_") and "host" in data:
             self._task_event(kind, data)
         # Keep no event files on disk: everything needed is taken here.

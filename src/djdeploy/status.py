@@ -39,12 +39,13 @@ def report(raw: Mapping[str, Any]) -> dict[str, Any]:
         "master": _process(service.get("master"), now),
         "workers": [_process(worker, now) for worker in service.get("workers") or []],
         "settings": settings,
-        "drift": drift(service, settings, plan_error=raw.get("plan_error")),
+        "drift": unfinished(history, raw.get("lock")) + drift(service, settings, plan_error=raw.get("plan_error")),
         "reasons": plan.get("reasons") or {},
         "history": {
             "live": history.get("live"),
             "last_known_good": history.get("lkg"),
             "entries": history.get("entries", 0),
+            "lock": raw.get("lock"),
         },
         "health": health,
         # The unit's systemd-analyze exposure and the owner, group, mode and problems of the
@@ -109,6 +110,20 @@ def drift(
     if plan_error:
         found.append(f"a tune now would refuse: {plan_error}")
     return found
+
+
+def unfinished(history: Mapping[str, Any], lock: Mapping[str, Any] | None) -> list[str]:
+    """A sentence when a run moved LIVE to its entry but neither committed nor undid it: it
+    still runs (it holds the lock), or it was cut off and the next changing run undoes it."""
+    live, lkg = history.get("live"), history.get("lkg")
+    if not live or not lkg or live == lkg:
+        return []
+    if lock:
+        return [f"run {live} has not finished its change (LIVE {live}, last-known-good {lkg}); it holds the lock "
+                f"({lock.get('who')}, pid {lock.get('pid')} on {lock.get('controller')}, {lock.get('command')}): "
+                f"if that run is gone, the next tune restores {lkg} first"]
+    return [f"run {live} did not finish its change (LIVE {live}, last-known-good {lkg}): "
+            f"the next tune restores {lkg} first, and `djdeploy rollback` returns to it"]
 
 
 def _shown(value: Any) -> str:

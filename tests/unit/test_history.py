@@ -13,7 +13,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from djdeploy.errors import DjdeployError, ExitCode
-from djdeploy.history import changed_settings, expected_settings, ordered, prunable, rollback_target, rows
+from djdeploy.history import (
+    abandoned,
+    changed_settings,
+    expected_settings,
+    ordered,
+    prunable,
+    rollback_target,
+    rows,
+    unfinished_run,
+)
 
 MODULE = Path(__file__).resolve().parents[2] / "roles" / "gunicorn" / "library" / "gunicorn_history.py"
 
@@ -195,3 +204,32 @@ def test_the_module_reports_a_missing_history(history_module, tmp_path):
     assert history_module.read_history(str(tmp_path / "none")) == {
         "exists": False, "entries": [], "live": None, "lkg": None}
 
+
+
+# --- runs that did not finish -------------------------------------------------------------------
+
+PENDING = entry("20261106T000000Z-ffffff", B["id"], verdict="pending", max_requests=4444)
+
+
+@pytest.mark.parametrize(
+    ("entries", "live", "lkg", "expected"),
+    [
+        # Committed (LKG moved) or rolled back (LIVE moved back): finished.
+        ([BASE, A, B], B["id"], B["id"], None),
+        ([BASE, A, B, BAD], B["id"], B["id"], None),
+        # LIVE moved to the run's entry, LKG did not: cut off midway.
+        ([BASE, A, B, PENDING], PENDING["id"], B["id"], PENDING),
+        # Its meta.json never got written, or was lost: still found, by id.
+        ([BASE, A, B], "20261107T000000Z-abcdef", B["id"], {"id": "20261107T000000Z-abcdef", "verdict": "unreadable"}),
+        # No history yet.
+        ([], None, None, None),
+    ],
+)
+def test_a_run_that_did_not_finish_is_found_by_its_pointers(entries, live, lkg, expected):
+    assert unfinished_run(entries, live, lkg) == expected
+
+
+def test_entries_still_pending_but_never_live_were_abandoned():
+    assert abandoned([BASE, A, B, PENDING], B["id"]) == [PENDING]
+    assert abandoned([BASE, A, B, PENDING], PENDING["id"]) == []
+    assert abandoned([BASE, A, B, BAD], B["id"]) == []

@@ -696,6 +696,27 @@ def test_restore_kind(facts, entry, expected, kind):
     assert rollout.restore_kind({"main_pid": 812, **facts}, entry, expected) == kind
 
 
+@pytest.mark.parametrize(
+    ("unfinished_change", "facts", "kind"),
+    [
+        # A run cut off around its restart may have left a master of its own unit: restart.
+        ("restart", {"unit_sha256": "u1", "config_sha256": "c1", "live_settings": {"workers": 5, "max_requests": 1000}},
+         "restart"),
+        # A run cut off around its HUP: as restore_kind says.
+        ("reload", {"unit_sha256": "u1", "config_sha256": "c0"}, "reload"),
+        ("reload", {"unit_sha256": "u1", "config_sha256": "c1", "live_settings": {"workers": 5, "max_requests": 2000}},
+         "reload"),
+        ("reload", {"unit_sha256": "u1", "config_sha256": "c1", "live_settings": {"workers": 5, "max_requests": 1000}},
+         "none"),
+        # Nothing known of the run (unreadable entry): as restore_kind says.
+        (None, {"unit_sha256": "u0", "config_sha256": "c1"}, "restart"),
+    ],
+)
+def test_recovery_kind(unfinished_change, facts, kind):
+    unfinished = {"id": "x", "change": unfinished_change} if unfinished_change else {"id": "x"}
+    assert rollout.recovery_kind({"main_pid": 812, **facts}, RESTORED, RESTORED["settings"], unfinished) == kind
+
+
 def test_the_diff_of_removing_a_config_goes_to_dev_null():
     diff = rollout.unified_diff(None, "workers = 5\n", "/etc/gunicorn/gunicorn.conf.py")
     assert diff.splitlines()[:2] == ["--- /etc/gunicorn/gunicorn.conf.py", "+++ /dev/null"]

@@ -36,7 +36,7 @@ def test_a_healthy_tuned_host_has_no_drift_and_aged_processes():
     assert record["drift"] == []
     assert record["master"] == {"pid": 400, "age_seconds": 1000, "rss_bytes": 40 * MIB, "pss_bytes": 20 * MIB}
     assert [w["age_seconds"] for w in record["workers"]] == [100] * 5
-    assert record["history"] == {"live": "e2", "last_known_good": "e2", "entries": 3}
+    assert record["history"] == {"live": "e2", "last_known_good": "e2", "entries": 3, "lock": None}
     assert record["settings"]["control_socket"] == {"live": None, "file": "/run/gunicorn/gunicorn.ctl", "tune": None}
 
 
@@ -90,3 +90,21 @@ def test_the_units_exposure_and_file_permissions_are_passed_on():
                                             "group": "demo", "mode": "0640", "problems": []}]}
     assert report(raw(security=security))["security"] == security
     assert report(raw())["security"] is None
+
+
+def test_a_run_that_did_not_finish_and_holds_no_lock_is_named_with_the_way_back():
+    record = report({**raw(), "history": {"live": "e3", "lkg": "e2", "entries": 3}})
+    assert record["drift"][0] == ("run e3 did not finish its change (LIVE e3, last-known-good e2): the next tune "
+                                  "restores e2 first, and `djdeploy rollback` returns to it")
+
+
+def test_a_run_that_holds_the_lock_may_still_be_running():
+    lock = {"run_id": "e3", "who": "ops@laptop", "pid": 4242, "controller": "laptop", "command": "djdeploy tune web01"}
+    record = report({**raw(), "history": {"live": "e3", "lkg": "e2", "entries": 3}, "lock": lock})
+    assert record["drift"][0].startswith("run e3 has not finished its change (LIVE e3, last-known-good e2); it holds "
+                                         "the lock (ops@laptop, pid 4242 on laptop, djdeploy tune web01)")
+    assert record["history"]["lock"] == lock
+
+
+def test_a_finished_run_leaves_no_sentence():
+    assert not any("finish" in line for line in report(raw())["drift"])
