@@ -199,6 +199,8 @@ def summarize(hosts: list[str], result: runner.PlaybookResult) -> dict[str, Any]
 
 
 def _unreported(host: str, result: runner.PlaybookResult) -> dict[str, Any]:
+    if host in result.refused_inputs:
+        return {"outcome": "refused", "message": f"the role's inputs were refused: {result.refused_inputs[host]}"}
     message = result.unreachable.get(host) or result.failures.get(host) or "the run ended without a report"
     return {"outcome": "failed", "message": f"unreachable: {message}" if host in result.unreachable else message}
 

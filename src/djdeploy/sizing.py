@@ -28,6 +28,7 @@ __all__ = [
     "FACT_NAMES",
     "OPTION_NAMES",
     "Plan",
+    "check_options",
     "format_mib",
     "plan",
 ]
@@ -96,8 +97,7 @@ def plan(facts: Mapping[str, Any], options: Mapping[str, Any]) -> Plan:
     cannot fit a single worker, or when the database budget leaves this host no connection.
     """
     host = _read_facts(facts)
-    opts = _read_options(options)
-    overrides = validate_settings(opts.overrides, source=opts.override_source)
+    opts, overrides = _checked_options(options)
     warnings = _fact_warnings(host, opts)
     memory = _memory_budget(host, opts)
     database = _database_budget(opts)
@@ -118,6 +118,18 @@ def plan(facts: Mapping[str, Any], options: Mapping[str, Any]) -> Plan:
         "inputs": host.as_dict(),
         "warnings": warnings,
     }
+
+
+def check_options(options: Mapping[str, Any]) -> None:
+    """Refuse the options ``plan`` would refuse without needing a host's facts: the role checks
+    them before it takes the host's lock or looks at the host."""
+    opts, _ = _checked_options(options)
+    _database_budget(opts)
+
+
+def _checked_options(options: Mapping[str, Any]) -> tuple[_Options, dict[str, object]]:
+    opts = _read_options(options)
+    return opts, validate_settings(opts.overrides, source=opts.override_source)
 
 
 def format_mib(size_bytes: int | float | Fraction) -> str:
