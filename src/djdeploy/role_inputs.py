@@ -17,7 +17,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from djdeploy import hardening, sizing
-from djdeploy.errors import DjdeployError
+from djdeploy.errors import DjdeployError, type_name
 from djdeploy.rollout import check_account, check_service_name, check_unit_path, check_wsgi_app
 
 __all__ = ["SYSTEM_TREES", "check_role_inputs"]
@@ -155,7 +155,7 @@ def _optional_list(name: str, value: object) -> list[Any]:
     if value is None:
         return []
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise DjdeployError(f"{name} must be a list of absolute paths, got {type(value).__name__} {value!r}")
+        raise DjdeployError(f"{name} must be a list of absolute paths, got {type_name(value)} {value!r}")
     return list(value)
 
 

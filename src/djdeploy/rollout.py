@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from djdeploy.errors import DjdeployError
+from djdeploy.gunicorn_settings import PLAIN_PATH
 
 # Settings whose live value (from the control socket) must equal the rendered one.
 LIVE_CHECKED = (
@@ -42,7 +43,6 @@ LIVE_CHECKED = (
 # kills the workers, so in-flight requests finish.
 STOP_MARGIN_SECONDS = 15
 
-_SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/+@-]*$")
 _SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:_.@-]{0,239}\.service$")
 _SAFE_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _WSGI_APP = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*(:[A-Za-z_][A-Za-z0-9_]*(\(\))?)?$")
@@ -127,7 +127,7 @@ def check_wsgi_app(name: str, value: object) -> None:
 
 def check_unit_path(name: str, value: object) -> None:
     """Refuse a path that could escape its unit line or mean something else to systemd."""
-    if not isinstance(value, str) or not _SAFE_PATH.fullmatch(value) or "/../" in value + "/":
+    if not isinstance(value, str) or not PLAIN_PATH.fullmatch(value) or "/../" in value + "/":
         raise DjdeployError(
             f"{name} {value!r} is not an absolute path of plain characters",
             fix=f"set {_input_name(name)} to an absolute path without spaces, '%', '$' or '..'",

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Literal, TypedDict, cast
 
-from djdeploy.errors import DjdeployError
+from djdeploy.errors import DjdeployError, type_name
 from djdeploy.gunicorn_settings import GTHREAD_WORKER_CLASSES, SETTINGS, validate_settings
 
 __all__ = [
@@ -297,7 +297,7 @@ def _override_source(value: object) -> str:
 
 def _check_names(given: Mapping[str, Any], known: tuple[str, ...], *, what: str) -> None:
     if not isinstance(given, Mapping):
-        raise DjdeployError(f"{what}s must be a mapping, got {type(given).__name__}")
+        raise DjdeployError(f"{what}s must be a mapping, got {type_name(given)}")
     for name in given:
         if name not in known:
             close = difflib.get_close_matches(str(name), known, n=1)
@@ -339,7 +339,7 @@ def _optional_int(
 def _invalid(what: str, name: str, expected: str, got: object) -> DjdeployError:
     shown = repr(got)
     shown = shown if len(shown) <= 80 else shown[:77] + "..."
-    return DjdeployError(f"{what} {name} must be {expected}, got {type(got).__name__} {shown}")
+    return DjdeployError(f"{what} {name} must be {expected}, got {type_name(got)} {shown}")
 
 
 # --- derived quantities ------------------------------------------------------------------

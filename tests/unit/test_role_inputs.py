@@ -229,3 +229,12 @@ def test_any_environment_file_list_that_passes_adds_one_line_per_file(text: str)
     assert [line for line in lines if line.startswith("EnvironmentFile=")] == [
         "EnvironmentFile=/etc/shop/env", f"EnvironmentFile={text}"]
     assert len(lines) == len(BASELINE_UNIT.splitlines()) + 1
+
+
+def test_a_value_of_a_str_subclass_is_named_as_text_in_the_message() -> None:
+    # Ansible hands over its own str subclass; users wrote a string.
+    class TaggedStr(str):
+        pass
+
+    message = refusal(role_inputs(), {**SIZING_OPTIONS, "overrides": {"workers": TaggedStr("4")}})
+    assert "workers must be an integer, got str '4' (from gunicorn_overrides)" in message
