@@ -26,3 +26,10 @@ class DjdeployError(Exception):
 
     def __str__(self) -> str:
         return self.message if not self.fix else f"{self.message}\n  fix: {self.fix}"
+
+
+def type_name(value: object) -> str:
+    """The built-in type a value is, as users wrote it: Ansible hands over str and int subclasses
+    (e.g. _AnsibleTaggedStr) whose names mean nothing to whoever wrote the YAML."""
+    builtin = next((base for base in type(value).__mro__ if base.__module__ == "builtins" and base is not object), None)
+    return (builtin or type(value)).__name__

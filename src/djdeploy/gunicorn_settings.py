@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
 
-from djdeploy.errors import DjdeployError
+from djdeploy.errors import DjdeployError, type_name
 
 __all__ = [
     "GTHREAD_WORKER_CLASSES",
+    "PLAIN_PATH",
     "Kind",
     "SETTINGS",
     "SettingSpec",
@@ -88,6 +89,9 @@ _HOSTNAME = re.compile(
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
 )
 _PORT = re.compile(r"[0-9]{1,5}")
+# An absolute path that means the same to gunicorn, systemd and a shell: no spaces, quotes,
+# backslashes, '$' or '%' (systemd's specifiers).
+PLAIN_PATH = re.compile(r"^/[A-Za-z0-9._/+@-]*$")
 _INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
 # The kernel's sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
 _UNIX_PATH_MAX_BYTES = 107
@@ -450,6 +454,11 @@ def _normalize_unix_bind(spec: SettingSpec, entry: str) -> str:
     path = entry.removeprefix("unix://") if entry.startswith("unix://") else entry.removeprefix("unix:")
     if not path.startswith("/"):
         raise _InvalidValue(f"{spec.name}: unix socket path must be absolute, got {_short_repr(entry)}")
+    if not PLAIN_PATH.fullmatch(path) or "/../" in f"{path}/":
+        raise _InvalidValue(
+            f"{spec.name}: unix socket path must be plain (letters, digits and . _ / + @ -, no '..'), "
+            f"got {_short_repr(entry)}"
+        )
     if len(path.encode("utf-8")) > _UNIX_PATH_MAX_BYTES:
         raise _InvalidValue(
             f"{spec.name}: unix socket path must be at most {_UNIX_PATH_MAX_BYTES} bytes, got {_short_repr(entry)}"
@@ -558,7 +567,7 @@ def _fix_for(spec: SettingSpec | None) -> str | None:
 
 
 def _got(value: object) -> str:
-    return f"{type(value).__name__} {_short_repr(value)}"
+    return f"{type_name(value)} {_short_repr(value)}"
 
 
 def _short_repr(value: object, limit: int = 80) -> str:

@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from djdeploy.errors import DjdeployError
+from djdeploy.errors import DjdeployError, type_name
 from djdeploy.rollout import check_unit_path
 
 __all__ = ["DEFAULT_SANDBOX", "SANDBOX_DIRECTIVES", "sandbox"]
@@ -117,7 +117,7 @@ def _read_write_paths(paths: Sequence[str] | None) -> list[str]:
         return []
     if isinstance(paths, (str, bytes)) or not isinstance(paths, Sequence):
         raise DjdeployError(
-            f"{READ_WRITE_INPUT} must be a list of absolute paths, got {type(paths).__name__} {paths!r}"
+            f"{READ_WRITE_INPUT} must be a list of absolute paths, got {type_name(paths)} {paths!r}"
         )
     for path in paths:
         check_unit_path(READ_WRITE_INPUT, path)
@@ -130,7 +130,7 @@ def _checked_overrides(overrides: Mapping[str, Any] | None) -> dict[str, list[st
     if not isinstance(overrides, Mapping):
         raise DjdeployError(
             f"{OVERRIDES_INPUT} must be a mapping of systemd directives to values, "
-            f"got {type(overrides).__name__}"
+            f"got {type_name(overrides)}"
         )
     return {_checked_name(name): _lines_of(name, value) for name, value in overrides.items()}
 
@@ -172,7 +172,7 @@ def _line_value(name: str, value: object) -> str:
     if not isinstance(value, str):
         raise DjdeployError(
             f"{OVERRIDES_INPUT}: {name} must be text, true/false, a number, a list of those or null, "
-            f"got {type(value).__name__}"
+            f"got {type_name(value)}"
         )
     if len(value) > _MAX_VALUE_LENGTH or not _PLAIN_VALUE.fullmatch(value):
         shown = repr(value) if len(value) <= 80 else repr(value[:77]) + "..."

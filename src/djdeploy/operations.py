@@ -154,6 +154,7 @@ def _merge(result: runner.PlaybookResult, again: runner.PlaybookResult, hosts: l
     result.unreachable.update(again.unreachable)
     result.failures.update(again.failures)
     result.in_flight.update(again.in_flight)
+    result.refused_inputs.update(again.refused_inputs)
     if again.status == "canceled":
         result.status = "canceled"
         for host in hosts:
@@ -301,6 +302,8 @@ def summarize(hosts: list[str], result: runner.PlaybookResult) -> dict[str, Any]
 
 
 def _unreported(host: str, result: runner.PlaybookResult) -> dict[str, Any]:
+    if host in result.refused_inputs:
+        return {"outcome": "refused", "message": f"the role's inputs were refused: {result.refused_inputs[host]}"}
     message = result.unreachable.get(host) or result.failures.get(host) or "the run ended without a report"
     return {"outcome": "failed", "message": f"unreachable: {message}" if host in result.unreachable else message}
 

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from djdeploy.errors import DjdeployError
+from djdeploy.gunicorn_settings import PLAIN_PATH
 
 # Settings whose live value (from the control socket) must equal the rendered one.
 LIVE_CHECKED = (
@@ -42,8 +43,7 @@ LIVE_CHECKED = (
 # kills the workers, so in-flight requests finish.
 STOP_MARGIN_SECONDS = 15
 
-_SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/+@-]*$")
-_SERVICE_NAME = re.compile(r"^[A-Za-z0-9:_.@-]{1,240}\.service$")
+_SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:_.@-]{0,239}\.service$")
 _SAFE_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _WSGI_APP = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*(:[A-Za-z_][A-Za-z0-9_]*(\(\))?)?$")
 _GUNICORN_FLAGS_WITH_VALUE = {
@@ -101,29 +101,33 @@ def _wsgi_app(exec_start: list[str]) -> str | None:
 
 def _check_unit_params(params: Mapping[str, Any]) -> None:
     for key in ("user", "group"):
-        value = params[key]
-        if not isinstance(value, str) or not _SAFE_NAME.fullmatch(value):
-            raise DjdeployError(f"unit {key} {value!r} is not a plain user or group name")
-        if value == "root":
-            raise DjdeployError(
-                f"unit {key} is root: gunicorn must not run as root",
-                fix=f"set gunicorn_{key} to the service account",
-            )
+        check_account(f"unit {key}", params[key], role_input=f"gunicorn_{key}")
     for key in ("working_directory", "gunicorn_bin", "config_path"):
         check_unit_path(key, params[key])
     for path in params["environment_files"]:
         check_unit_path("environment_files", path)
-    app = params["wsgi_app"]
-    if not isinstance(app, str) or not _WSGI_APP.fullmatch(app):
-        raise DjdeployError(
-            f"WSGI app {app!r} is not a module path like project.wsgi:application",
-            fix="set gunicorn_wsgi_app",
-        )
+    check_wsgi_app("WSGI app", params["wsgi_app"])
+
+
+def check_account(name: str, value: object, *, role_input: str) -> None:
+    """Refuse a User=/Group= value that is not a plain account name, or is root."""
+    if not isinstance(value, str) or not _SAFE_NAME.fullmatch(value):
+        raise DjdeployError(f"{name} {value!r} is not a plain user or group name",
+                            fix=f"set {role_input} to a name of lowercase letters, digits, '_' and '-'")
+    if value == "root":
+        raise DjdeployError(f"{name} is root: gunicorn must not run as root", fix=f"set {role_input} to the service account")
+
+
+def check_wsgi_app(name: str, value: object) -> None:
+    """Refuse an APP_MODULE that is not a dotted module path with an optional :callable."""
+    if not isinstance(value, str) or not _WSGI_APP.fullmatch(value):
+        raise DjdeployError(f"{name} {value!r} is not a module path like project.wsgi:application",
+                            fix="set gunicorn_wsgi_app")
 
 
 def check_unit_path(name: str, value: object) -> None:
     """Refuse a path that could escape its unit line or mean something else to systemd."""
-    if not isinstance(value, str) or not _SAFE_PATH.fullmatch(value) or "/../" in value + "/":
+    if not isinstance(value, str) or not PLAIN_PATH.fullmatch(value) or "/../" in value + "/":
         raise DjdeployError(
             f"{name} {value!r} is not an absolute path of plain characters",
             fix=f"set {_input_name(name)} to an absolute path without spaces, '%', '$' or '..'",
@@ -294,12 +298,18 @@ def verify_targets(bind: list[str], paths: list[str]) -> list[dict[str, str]]:
 
 def socket_unit_name(service: str) -> str:
     """The socket unit that activates a service: the service's name with .socket."""
+    check_service_name(service)
+    return service.removesuffix(".service") + ".socket"
+
+
+def check_service_name(service: object) -> None:
+    """Refuse a gunicorn_service that is not a plain NAME.service: it names files and is an
+    argument to systemctl, so neither '/' nor a leading '-' (an option) may get through."""
     if not isinstance(service, str) or not _SERVICE_NAME.fullmatch(service):
         raise DjdeployError(
             f"gunicorn_service {service!r} is not a plain service unit name",
             fix="set gunicorn_service to a name such as gunicorn.service or app@web.service",
         )
-    return service.removesuffix(".service") + ".socket"
 
 
 def socket_listen_streams(bind: list[str]) -> list[str]:

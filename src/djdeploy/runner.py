@@ -29,6 +29,9 @@ class PlaybookResult:
     unreachable: dict[str, str] = field(default_factory=dict)  # host -> message
     failures: dict[str, str] = field(default_factory=dict)  # host -> last failure message
     in_flight: dict[str, str] = field(default_factory=dict)  # host -> the task it last started
+    # host -> message, for hosts whose run the role's argument specs stopped before any task
+    # ran on them: a refusal of the inputs, not a failure on the host.
+    refused_inputs: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -125,7 +128,12 @@ def run_playbook(
         unreachable=collected.unreachable,
         failures=collected.failures,
         in_flight=collected.in_flight,
+        refused_inputs=collected.refused_inputs,
     )
+
+
+# The task Ansible puts first in a role with argument specs; it runs on the controller.
+_ARGUMENT_CHECK_ACTIONS = frozenset({"validate_argument_spec", "ansible.builtin.validate_argument_spec"})
 
 
 class _Collector:
@@ -135,6 +143,7 @@ class _Collector:
         self.unreachable: dict[str, str] = {}
         self.failures: dict[str, str] = {}
         self.in_flight: dict[str, str] = {}
+        self.refused_inputs: dict[str, str] = {}
         self.saw_stats = False
 
     def handle(self, event: dict[str, Any]) -> bool:
@@ -165,6 +174,8 @@ class _Collector:
             self.unreachable[host] = message
         elif status == "failed" and not data.get("ignore_errors"):
             self.failures[host] = message
+            if data.get("task_action") in _ARGUMENT_CHECK_ACTIONS:
+                self.refused_inputs[host] = message
         if self.on_task:
             self.on_task(TaskEvent(host, data.get("task", ""), status, message))
 

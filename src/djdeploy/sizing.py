@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Literal, TypedDict, cast
 
-from djdeploy.errors import DjdeployError
+from djdeploy.errors import DjdeployError, type_name
 from djdeploy.gunicorn_settings import GTHREAD_WORKER_CLASSES, SETTINGS, validate_settings
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "FACT_NAMES",
     "OPTION_NAMES",
     "Plan",
+    "check_options",
     "format_mib",
     "plan",
 ]
@@ -96,8 +97,7 @@ def plan(facts: Mapping[str, Any], options: Mapping[str, Any]) -> Plan:
     cannot fit a single worker, or when the database budget leaves this host no connection.
     """
     host = _read_facts(facts)
-    opts = _read_options(options)
-    overrides = validate_settings(opts.overrides, source=opts.override_source)
+    opts, overrides = _checked_options(options)
     warnings = _fact_warnings(host, opts)
     memory = _memory_budget(host, opts)
     database = _database_budget(opts)
@@ -118,6 +118,18 @@ def plan(facts: Mapping[str, Any], options: Mapping[str, Any]) -> Plan:
         "inputs": host.as_dict(),
         "warnings": warnings,
     }
+
+
+def check_options(options: Mapping[str, Any]) -> None:
+    """Refuse the options ``plan`` would refuse without needing a host's facts: the role checks
+    them before it takes the host's lock or looks at the host."""
+    opts, _ = _checked_options(options)
+    _database_budget(opts)
+
+
+def _checked_options(options: Mapping[str, Any]) -> tuple[_Options, dict[str, object]]:
+    opts = _read_options(options)
+    return opts, validate_settings(opts.overrides, source=opts.override_source)
 
 
 def format_mib(size_bytes: int | float | Fraction) -> str:
@@ -285,7 +297,7 @@ def _override_source(value: object) -> str:
 
 def _check_names(given: Mapping[str, Any], known: tuple[str, ...], *, what: str) -> None:
     if not isinstance(given, Mapping):
-        raise DjdeployError(f"{what}s must be a mapping, got {type(given).__name__}")
+        raise DjdeployError(f"{what}s must be a mapping, got {type_name(given)}")
     for name in given:
         if name not in known:
             close = difflib.get_close_matches(str(name), known, n=1)
@@ -327,7 +339,7 @@ def _optional_int(
 def _invalid(what: str, name: str, expected: str, got: object) -> DjdeployError:
     shown = repr(got)
     shown = shown if len(shown) <= 80 else shown[:77] + "..."
-    return DjdeployError(f"{what} {name} must be {expected}, got {type(got).__name__} {shown}")
+    return DjdeployError(f"{what} {name} must be {expected}, got {type_name(got)} {shown}")
 
 
 # --- derived quantities ------------------------------------------------------------------

@@ -238,6 +238,9 @@ def test_bind_addresses_that_parse(entry: str, normalized: str) -> None:
         ("unix:/" + "a" * 107, "unix socket path must be at most 107 bytes"),
         ("unix:/run/a\x00b.sock", "must not contain control characters"),
         ("unix:/run/a\nb.sock", "must not contain control characters"),
+        ("unix:/run/gunicorn/%n.sock", "unix socket path must be plain"),
+        ("unix:/run/my app.sock", "unix socket path must be plain"),
+        ("unix:/run/gunicorn/../../etc/app.sock", "unix socket path must be plain"),
     ],
 )
 def test_bind_addresses_that_do_not_parse(entry: str, message: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
-from djdeploy import hardening, history, pyliteral, rollout, sizing
+from djdeploy import hardening, history, pyliteral, role_inputs, rollout, sizing
 from djdeploy.errors import DjdeployError
 
 
@@ -22,6 +22,7 @@ def _refusing(function):
 class FilterModule:
     def filters(self):
         return {
+            "djdeploy_check_role_inputs": _refusing(role_inputs.check_role_inputs),
             "djdeploy_plan": _refusing(sizing.plan),
             "djdeploy_unit_params": _refusing(rollout.unit_params),
             "djdeploy_sandbox": _refusing(hardening.sandbox),
