@@ -111,10 +111,10 @@ def assert_back_on(lab: LabHosts, before: HostState) -> HostState:
 @pytest.mark.parametrize(
     "signum",
     [
-        pytest.param(signal.SIGINT, marks=pytest.mark.covers(
+        pytest.param(signal.SIGINT, id="SIGINT", marks=pytest.mark.covers(
             kind="fault", case="Ctrl-C (SIGINT) before the backup", exit_code=2,
             end="stopped; nothing changed; no entry went live; lock released")),
-        pytest.param(signal.SIGTERM, marks=pytest.mark.covers(
+        pytest.param(signal.SIGTERM, id="SIGTERM", marks=pytest.mark.covers(
             kind="fault", case="SIGTERM before the backup", exit_code=2,
             end="stopped; nothing changed; no entry went live; lock released")),
     ],
@@ -134,10 +134,10 @@ def test_a_signal_before_the_backup_stops_the_run_and_changes_nothing(lab, signu
 @pytest.mark.parametrize(
     "signum",
     [
-        pytest.param(signal.SIGINT, marks=pytest.mark.covers(
+        pytest.param(signal.SIGINT, id="SIGINT", marks=pytest.mark.covers(
             kind="fault", case="Ctrl-C (SIGINT) between writing the new config and reloading", exit_code=3,
             end="last-known-good restored with a HUP; entry interrupted; lock released")),
-        pytest.param(signal.SIGTERM, marks=pytest.mark.covers(
+        pytest.param(signal.SIGTERM, id="SIGTERM", marks=pytest.mark.covers(
             kind="fault", case="SIGTERM between writing the new config and reloading", exit_code=3,
             end="last-known-good restored with a HUP; entry interrupted; lock released")),
     ],
@@ -162,10 +162,10 @@ def test_a_signal_after_the_write_restores_the_last_known_good_config(lab, signu
 @pytest.mark.parametrize(
     "signum",
     [
-        pytest.param(signal.SIGINT, marks=pytest.mark.covers(
+        pytest.param(signal.SIGINT, id="SIGINT", marks=pytest.mark.covers(
             kind="fault", case="Ctrl-C (SIGINT) during verify", exit_code=3,
             end="last-known-good restored; entry interrupted; lock released")),
-        pytest.param(signal.SIGTERM, marks=pytest.mark.covers(
+        pytest.param(signal.SIGTERM, id="SIGTERM", marks=pytest.mark.covers(
             kind="fault", case="SIGTERM during verify", exit_code=3,
             end="last-known-good restored; entry interrupted; lock released")),
     ],

@@ -58,6 +58,8 @@ def test_a_run_releases_its_lock(lab, no_lock):
     assert lab.exec("web01", "test", "-e", LOCK).returncode == 1
 
 
+@pytest.mark.covers(kind="fault", case="a second run against a host another run holds", exit_code=2,
+                    end="refused at once, the owner shown; nothing changed; the other run's lock kept")
 def test_a_held_lock_refuses_a_second_run_at_once_and_shows_the_owner(lab, no_lock):
     held = place_lock(lab, pid=os.getpid(), controller=socket.gethostname(), expires_in=600)
     before = state(lab)
@@ -79,6 +81,8 @@ def test_read_only_commands_do_not_need_the_lock(lab, no_lock):
     assert json.loads(lab.sh("web01", f"cat {LOCK}")) == held
 
 
+@pytest.mark.covers(kind="fault", case="a lock left behind that has expired", exit_code=0,
+                    end="taken over with a warning naming its owner; the run proceeds")
 def test_an_expired_lock_is_taken_over_with_a_warning(lab, no_lock):
     place_lock(lab, pid=4242, controller="another-controller", expires_in=-5)
     code, result, _ = run_json(lab, "tune", "web01")
@@ -88,6 +92,8 @@ def test_an_expired_lock_is_taken_over_with_a_warning(lab, no_lock):
     assert lab.exec("web01", "test", "-e", LOCK).returncode == 1
 
 
+@pytest.mark.covers(kind="fault", case="a lock left behind by a run of this controller that is gone", exit_code=0,
+                    end="taken over with a warning; the run proceeds")
 def test_a_lock_whose_run_on_this_controller_is_gone_is_taken_over(lab, no_lock):
     place_lock(lab, pid=dead_pid(), controller=socket.gethostname(), expires_in=600)
     code, result, _ = run_json(lab, "tune", "web01")
@@ -96,6 +102,8 @@ def test_a_lock_whose_run_on_this_controller_is_gone_is_taken_over(lab, no_lock)
     assert any("its run is gone" in w for w in record["warnings"])
 
 
+@pytest.mark.covers(kind="fault", case="a lock of a run on another controller, not yet expired", exit_code=2,
+                    end="refused: its pid means nothing here; only expiry frees it")
 def test_a_lock_of_another_controller_is_not_judged_from_here(lab, no_lock):
     """Its pid means nothing on this machine: only expiry frees it."""
     place_lock(lab, pid=dead_pid(), controller="another-controller", expires_in=600)

@@ -147,6 +147,8 @@ def test_a_malformed_entry_id_is_refused_before_any_host_is_contacted(lab, two_t
     assert "--to '../../etc/passwd' is not a history entry id" in done.stderr
 
 
+@pytest.mark.covers(kind="fault", case="a rollback whose target no longer boots", exit_code=3,
+                    end="returned to where the rollback started, which serves; rollback entry rolled_back")
 def test_a_rollback_whose_target_fails_returns_to_where_it_started(lab, two_tunes):
     """An entry that served once, but no longer can (its worker_tmp_dir was removed since)."""
     # Inside the path the lab's inventory lets the sandboxed service write (gunicorn_read_write_paths).
@@ -166,6 +168,8 @@ def test_a_rollback_whose_target_fails_returns_to_where_it_started(lab, two_tune
     assert (meta["kind"], meta["restores"], meta["verdict"]) == ("rollback", doomed, "rolled_back")
 
 
+@pytest.mark.covers(kind="fault", case="a rollback on a host djdeploy never changed", exit_code=2,
+                    end="refused; no history directory created")
 def test_a_host_with_no_history_refuses_rollback_cleanly(lab):
     pid = master_pid(lab, "web02")
     code, result, _ = run_json(lab, "rollback", "web02")
