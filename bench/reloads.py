@@ -7,7 +7,9 @@ Scenarios, in this order on one host (so they share the machine's noise):
            service, then the first requests after a full restart;
   first tune  djdeploy tune from the untuned unit (a restart);
   tuned    --cycles tune/rollback cycles under load (cycle_command, each a HUP), a restart of a changed
-           unit, then the first requests after a full restart.
+           unit (systemd's file descriptor store holds the socket); then the switch to socket
+           activation, a restart of a changed unit under socket activation; the first requests
+           after a full restart are measured before the switch.
 
 For each: failed requests (non-2xx and socket errors seen by the clients, and 5xx or
 failed upstream attempts in nginx's log), max and p99 latency in the window (from the
@@ -58,6 +60,7 @@ class Bench:
     def __init__(self) -> None:
         self.host: dict = {}
         self.inventory = ""
+        self.socket_inventory = ""
 
     def djdeploy(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         done = subprocess.run([DJDEPLOY, *args], capture_output=True, text=True, cwd=REPO,
@@ -77,6 +80,10 @@ class Bench:
         inventory["all"]["vars"].update(gunicorn_warm_up_paths=[PATH], gunicorn_verify_paths=[PATH])
         self.inventory = str(Path(self.host["inventory"]).with_name("bench-inventory.yml"))
         Path(self.inventory).write_text(yaml.safe_dump(inventory))
+        # The same again with socket activation: systemd, not gunicorn, holds the socket.
+        inventory["all"]["vars"].update(gunicorn_socket_activation=True)
+        self.socket_inventory = str(Path(self.host["inventory"]).with_name("bench-socket-inventory.yml"))
+        Path(self.socket_inventory).write_text(yaml.safe_dump(inventory))
 
     def down(self) -> None:
         self.djdeploy("lab", "down", check=False)
@@ -95,8 +102,8 @@ class Bench:
         command = cycle_command(i)
         return self.tune(*command[1:])["change"] if command[0] == "tune" else self.djdeploy(*command).stdout
 
-    def tune(self, *args: str) -> dict:
-        done = self.djdeploy("tune", *args, "-i", self.inventory, "--json", check=False)
+    def tune(self, *args: str, inventory: str | None = None) -> dict:
+        done = self.djdeploy("tune", *args, "-i", inventory or self.inventory, "--json", check=False)
         record = json.loads(done.stdout)["hosts"]["web01"]
         if done.returncode != 0:
             raise RuntimeError(f"tune {' '.join(args)} exited {done.returncode}: {record['message']}")
@@ -162,6 +169,14 @@ def run(cycles: int) -> dict:
                                        lambda: bench.tune("web01", "--set", "graceful_timeout=35")["message"])
             samples = load.samples()
         tuned_first = bench.first_requests()
+        # Socket activation: the switch itself (gunicorn stops before the socket unit can bind
+        # its address), then a changed unit's restart with systemd holding the socket.
+        with Load(bench.url, connections=CONNECTIONS, rate=RATE) as load:
+            to_socket = bench.window(load, "djdeploy: to socket activation (restart)",
+                                     lambda: bench.tune("web01", inventory=bench.socket_inventory)["message"])
+            socket_unit_change = bench.window(
+                load, "socket activation: changed unit (restart)",
+                lambda: bench.tune("web01", "--set", "graceful_timeout=40", inventory=bench.socket_inventory)["message"])
         result["loadavg_after"] = os.getloadavg()
         cycles_row = merge_windows(f"djdeploy: {cycles} tune/rollback cycles", windows, samples)
         result["rows"] = [
@@ -170,6 +185,8 @@ def run(cycles: int) -> dict:
             row(first_tune, tuned_steady, None),
             row(cycles_row, tuned_steady, tuned_first),
             row(unit_change, tuned_steady, None),
+            row(to_socket, tuned_steady, None),
+            row(socket_unit_change, tuned_steady, None),
         ]
         result["cycles"] = [row(w, tuned_steady, None) for w in windows]
         result["targets"] = targets(cycles_row, tuned_steady, tuned_first, cycles)
