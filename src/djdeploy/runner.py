@@ -147,7 +147,7 @@ class _Collector:
         }.get(kind)
         if status is None:
             return
-        message = str(result.get("msg", "")) if status in ("failed", "unreachable") else ""
+        message = _reason(result) if status in ("failed", "unreachable") else ""
         if status == "unreachable":
             self.unreachable[host] = message
         elif status == "failed" and not data.get("ignore_errors"):
@@ -155,3 +155,11 @@ class _Collector:
         if self.on_task:
             self.on_task(TaskEvent(host, data.get("task", ""), status, message))
 
+
+
+def _reason(result: dict[str, Any]) -> str:
+    """Why a task failed or its host was unreachable; for a loop, the first item's reason, not
+    Ansible's "All items completed"."""
+    items = [item for item in result.get("results") or [] if isinstance(item, dict)
+             and (item.get("failed") or item.get("unreachable"))]
+    return str((items[0] if items else result).get("msg", ""))
