@@ -142,7 +142,9 @@ def run_changing(
             return _recover(result, inventory, hosts, extravars, interrupts, f"stopped by {interrupts.name}",
                             check=check, on_task=on_task)
         # A host lost midway may have been left mid-change; if it answers again, put it right now.
-        lost = [host for host in hosts if host in result.unreachable and host not in result.reports]
+        # One on which nothing changed yet (never reached, say) is left alone.
+        lost = [host for host in hosts
+                if host in result.unreachable and host not in result.reports and host in result.changed]
         if lost and not check:
             return _recover(result, inventory, lost, extravars, interrupts, "the connection was lost",
                             check=check, on_task=on_task)
@@ -154,6 +156,7 @@ def _merge(result: runner.PlaybookResult, again: runner.PlaybookResult, hosts: l
     result.unreachable.update(again.unreachable)
     result.failures.update(again.failures)
     result.in_flight.update(again.in_flight)
+    result.changed.update(again.changed)
     result.refused_inputs.update(again.refused_inputs)
     if again.status == "canceled":
         result.status = "canceled"

@@ -29,6 +29,7 @@ class PlaybookResult:
     unreachable: dict[str, str] = field(default_factory=dict)  # host -> message
     failures: dict[str, str] = field(default_factory=dict)  # host -> last failure message
     in_flight: dict[str, str] = field(default_factory=dict)  # host -> the task it last started
+    changed: set[str] = field(default_factory=set)  # hosts on which a task changed something
     # host -> message, for hosts whose run the role's argument specs stopped before any task
     # ran on them: a refusal of the inputs, not a failure on the host.
     refused_inputs: dict[str, str] = field(default_factory=dict)
@@ -114,7 +115,8 @@ def run_playbook(
         )
         if runner.status == "canceled":
             return PlaybookResult(status="canceled", reports={}, unreachable=collected.unreachable,
-                                  failures=collected.failures, in_flight=collected.in_flight)
+                                  failures=collected.failures, in_flight=collected.in_flight,
+                                  changed=collected.changed)
         if not collected.saw_stats:
             # Ansible never got to run the play (bad inventory, a syntax error, a crash).
             output = runner.stdout.read().strip()[-3000:] if runner.stdout else ""
@@ -128,6 +130,7 @@ def run_playbook(
         unreachable=collected.unreachable,
         failures=collected.failures,
         in_flight=collected.in_flight,
+        changed=collected.changed,
         refused_inputs=collected.refused_inputs,
     )
 
@@ -143,6 +146,7 @@ class _Collector:
         self.unreachable: dict[str, str] = {}
         self.failures: dict[str, str] = {}
         self.in_flight: dict[str, str] = {}
+        self.changed: set[str] = set()
         self.refused_inputs: dict[str, str] = {}
         self.saw_stats = False
 
@@ -169,7 +173,9 @@ class _Collector:
         }.get(kind)
         if status is None:
             return
-        message = str(result.get("msg", "")) if status in ("failed", "unreachable") else ""
+        message = _reason(result) if status in ("failed", "unreachable") else ""
+        if status == "changed":
+            self.changed.add(host)
         if status == "unreachable":
             self.unreachable[host] = message
         elif status == "failed" and not data.get("ignore_errors"):
@@ -179,3 +185,10 @@ class _Collector:
         if self.on_task:
             self.on_task(TaskEvent(host, data.get("task", ""), status, message))
 
+
+def _reason(result: dict[str, Any]) -> str:
+    """Why a task failed or its host was unreachable; for a loop, the first item's reason, not
+    Ansible's "All items completed"."""
+    items = [item for item in result.get("results") or [] if isinstance(item, dict)
+             and (item.get("failed") or item.get("unreachable"))]
+    return str((items[0] if items else result).get("msg", ""))

@@ -246,3 +246,67 @@ def test_demo_is_not_part_of_the_djdeploy_package():
     )
 
     assert result.returncode == 0, result.stderr
+
+
+# --- fault knobs: the lab's fault tests break the app through its environment ---
+
+
+def test_healthz_answers_the_status_the_fault_knob_asks_for(client):
+    from django.test import override_settings
+
+    with override_settings(DEMO_HEALTH_STATUS=500):
+        response = client.get("/healthz")
+
+    assert response.status_code == 500
+    assert response.json()["status"] == "failing"
+
+
+def test_healthz_answers_late_when_the_fault_knob_asks(client):
+    from django.test import override_settings
+
+    started = time.perf_counter()
+    with override_settings(DEMO_HEALTH_DELAY=0.2):
+        assert client.get("/healthz").status_code == 200
+    assert time.perf_counter() - started >= 0.2
+
+
+def test_fault_knobs_are_read_from_the_environment():
+    code = (
+        "import json, django\n"
+        "django.setup()\n"
+        "from django.conf import settings as s\n"
+        "print(json.dumps([s.DEMO_HEALTH_STATUS, s.DEMO_HEALTH_DELAY, s.DEMO_BROKEN_URLCONF]))\n"
+    )
+    unset = run_in_demo("-c", code)
+    faulty = run_in_demo("-c", code, DEMO_HEALTH_STATUS="503", DEMO_HEALTH_DELAY="2.5", DEMO_BROKEN_URLCONF="1")
+
+    assert json.loads(unset.stdout) == [200, 0.0, False], unset.stderr
+    assert json.loads(faulty.stdout) == [503, 2.5, True], faulty.stderr
+
+
+@pytest.mark.parametrize("status", ["fine", "42", "600"])
+def test_a_health_status_knob_that_is_no_http_status_is_rejected(status):
+    result = run_in_demo("-c", "import django; django.setup()", DEMO_HEALTH_STATUS=status)
+
+    assert result.returncode != 0
+    assert "DEMO_HEALTH_STATUS must be an HTTP status" in result.stderr
+
+
+def test_the_fail_import_knob_makes_the_wsgi_module_fail_to_import():
+    result = run_in_demo("-c", "import demoproject.wsgi", DEMO_FAIL_IMPORT="1")
+
+    assert result.returncode != 0
+    assert "ImportError: the demo app cannot be imported: DEMO_FAIL_IMPORT is set" in result.stderr
+
+
+def test_the_broken_urlconf_knob_breaks_the_urlconf_but_not_the_wsgi_import():
+    code = (
+        "import demoproject.wsgi\n"
+        "from django.urls import get_resolver\n"
+        "get_resolver().url_patterns\n"
+    )
+    result = run_in_demo("-c", code, DEMO_BROKEN_URLCONF="1")
+
+    assert result.returncode != 0
+    assert "demoproject.urls is broken: DEMO_BROKEN_URLCONF is set" in result.stderr
+    assert run_in_demo("-c", "import demoproject.wsgi", DEMO_BROKEN_URLCONF="1").returncode == 0

@@ -13,17 +13,27 @@ def main(app_spec: str, worker_class: str) -> None:
     try:
         load_class(worker_class, default="gunicorn.workers.sync.SyncWorker", section="gunicorn.workers")
     except Exception as exc:  # gunicorn wraps every import failure in a RuntimeError
-        sys.exit(f"worker_class {worker_class!r} cannot be loaded in this venv: {exc}")
-    import_app(app_spec)
-    if "django" in sys.modules:
-        from django.conf import settings
+        sys.exit(f"worker_class {worker_class!r} cannot be loaded in this venv: {_cause(exc)}")
+    try:
+        import_app(app_spec)
+        if "django" in sys.modules:
+            from django.conf import settings
 
-        if settings.configured:
-            from django.urls import get_resolver
+            if settings.configured:
+                from django.urls import get_resolver
 
-            # Importing the URLconf imports every view module it names.
-            get_resolver().url_patterns
+                # Importing the URLconf imports every view module it names.
+                get_resolver().url_patterns
+    except Exception as exc:
+        sys.exit(f"app {app_spec} cannot be loaded: {_cause(exc)}")
     print(f"app {app_spec} and worker class {worker_class} load")
+
+
+def _cause(exc: Exception) -> str:
+    """One line that names the cause: the innermost exception, which gunicorn's RuntimeError
+    carries as the last line of a formatted traceback."""
+    lines = [line.strip(" []") for line in str(exc).splitlines() if line.strip(" []")]
+    return lines[-1] if len(lines) > 1 else f"{type(exc).__name__}: {exc}"
 
 
 if __name__ == "__main__":

@@ -22,6 +22,25 @@ def _non_negative_float(name: str, default: float) -> float:
     return value
 
 
+def _http_status(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or not 100 <= int(raw) <= 599:
+        raise ImproperlyConfigured(f"{name} must be an HTTP status from 100 to 599, got {raw!r}")
+    return int(raw)
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes"}
+
+
+# Fault knobs: the lab's fault tests put these in an EnvironmentFile to break the app the
+# way a bad deploy would, and djdeploy must notice. Unset, the app is healthy.
+if _flag("DEMO_FAIL_IMPORT"):
+    raise ImportError("the demo app cannot be imported: DEMO_FAIL_IMPORT is set")
+
+
 SECRET_KEY = os.environ.get(
     "DJANGO_SECRET_KEY",
     "insecure-lab-demo-key-do-not-use-anywhere-real",
@@ -73,6 +92,12 @@ USE_TZ = True
 
 # Stands in for the import cost of a large project's URLconf (see demoproject/urls.py).
 DEMO_IMPORT_DELAY = _non_negative_float("DEMO_IMPORT_DELAY", 0.0)
+
+# More fault knobs, read where they bite: a URLconf that no longer loads (demoproject/urls.py)
+# and a /healthz that answers with another status or late (shop/views.py).
+DEMO_BROKEN_URLCONF = _flag("DEMO_BROKEN_URLCONF")
+DEMO_HEALTH_STATUS = _http_status("DEMO_HEALTH_STATUS", 200)
+DEMO_HEALTH_DELAY = _non_negative_float("DEMO_HEALTH_DELAY", 0.0)
 
 LOGGING = {
     "version": 1,

@@ -2,6 +2,7 @@ import os
 import time
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.urls import path
 
 from shop import views
@@ -12,6 +13,11 @@ from shop import views
 time.sleep(settings.DEMO_IMPORT_DELAY)
 IMPORTED_AT = time.time()
 IMPORT_PID = os.getpid()
+
+if settings.DEMO_BROKEN_URLCONF:
+    # Like a urls.py naming a view that a deploy renamed: the app module imports, and only
+    # loading the URLconf (the first request, or a warm-up) fails.
+    raise ImproperlyConfigured("demoproject.urls is broken: DEMO_BROKEN_URLCONF is set")
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),

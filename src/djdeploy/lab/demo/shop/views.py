@@ -25,14 +25,18 @@ _ZERO = Value(Decimal("0.00"), output_field=_MONEY)
 def healthz(request):
     # Looked up lazily: importing the URLconf at module level would be circular.
     urlconf = import_module(settings.ROOT_URLCONF)
+    # Fault knobs (demoproject/settings.py): a slow or failing health check.
+    time.sleep(settings.DEMO_HEALTH_DELAY)
+    healthy = settings.DEMO_HEALTH_STATUS == 200
     return JsonResponse(
         {
-            "status": "ok",
+            "status": "ok" if healthy else "failing",
             "pid": os.getpid(),
             "ppid": os.getppid(),
             "urlconf_imported_at": urlconf.IMPORTED_AT,
             "urlconf_import_pid": urlconf.IMPORT_PID,
-        }
+        },
+        status=settings.DEMO_HEALTH_STATUS,
     )
 
 
