@@ -179,7 +179,8 @@ def _recover(
     recover entry point, as the same run (its lock is this run's), and each report says what
     stopped it. A host that still does not answer keeps what it has: the next run against it
     restores its last-known-good entry first."""
-    pending = [host for host in hosts if host not in stopped.reports]
+    # Hosts whose inputs the role refused never ran a task: nothing to put back there.
+    pending = [host for host in hosts if host not in stopped.reports and host not in stopped.refused_inputs]
     if check or not pending:
         # A check run changed nothing; hosts that reported had finished.
         for host in pending:
