@@ -291,6 +291,8 @@ def test_a_bind_that_is_already_taken_is_rolled_back(lab):
         code, record = tune_host(lab, "web01", "--set", "bind=127.0.0.1:8000,127.0.0.1:8001")
         failed = rolled_back(lab, "web01", before, code, record, "Unable to restart service gunicorn.service")
         assert failed["settings"]["bind"] == ["127.0.0.1:8000", "127.0.0.1:8001"]
+        # systemd does not say why; gunicorn's log, carried into the message, names the address.
+        assert "gunicorn logged: [ERROR] Connection in use: ('127.0.0.1', 8001)" in record["message"], record["message"]
     finally:
         lab.sh("web01", "systemctl stop squatter")
 
