@@ -180,14 +180,25 @@ def restore_kind(service: Mapping[str, Any], entry: Mapping[str, Any], expected:
         return "reload"
     return "none"
 
+
 def recovery_kind(service: Mapping[str, Any], lkg: Mapping[str, Any], expected: Mapping[str, Any],
                   unfinished: Mapping[str, Any]) -> str:
     """none, reload or restart to put the last-known-good entry back after a run that did not
     finish: as restore_kind says, except that a run cut off around its restart may have left a
     master started from its unit even where the file is the old one again; only a restart
     replaces that master."""
-    kind = restore_kind(service, lkg, expected)
-    return "restart" if unfinished.get("change") == "restart" else kind
+    if unfinished.get("change") == "restart":
+        return "restart"
+    return restore_kind(service, lkg, expected)
+
+
+def running_bind(service: Mapping[str, Any]) -> list[str] | None:
+    """The addresses the running gunicorn listens on: live from its control socket, else as its
+    config file says; None when neither tells (an untuned master without a control socket)."""
+    for source in (service.get("live_settings"), service.get("config_settings")):
+        if source and source.get("bind"):
+            return list(source["bind"])
+    return None
 
 
 def restart_plan(unit_show: str, running_bind: list[str] | None, new_bind: list[str]) -> dict[str, Any]:

@@ -717,6 +717,24 @@ def test_recovery_kind(unfinished_change, facts, kind):
     assert rollout.recovery_kind({"main_pid": 812, **facts}, RESTORED, RESTORED["settings"], unfinished) == kind
 
 
+@pytest.mark.parametrize(
+    ("facts", "expected"),
+    [
+        ({"live_settings": {"bind": ["127.0.0.1:8000"]}, "config_settings": {"bind": ["127.0.0.1:9000"]}},
+         ["127.0.0.1:8000"]),
+        # The control socket did not answer: the file says what the master read.
+        ({"live_settings": None, "config_settings": {"bind": ("unix:/run/gunicorn/app.sock",)}},
+         ["unix:/run/gunicorn/app.sock"]),
+        ({"live_settings": {"workers": 5}, "config_settings": {"bind": ["127.0.0.1:9000"]}}, ["127.0.0.1:9000"]),
+        # An untuned master: nothing tells.
+        ({"live_settings": None, "config_settings": None}, None),
+        ({}, None),
+    ],
+)
+def test_running_bind(facts, expected):
+    assert rollout.running_bind(facts) == expected
+
+
 def test_the_diff_of_removing_a_config_goes_to_dev_null():
     diff = rollout.unified_diff(None, "workers = 5\n", "/etc/gunicorn/gunicorn.conf.py")
     assert diff.splitlines()[:2] == ["--- /etc/gunicorn/gunicorn.conf.py", "+++ /dev/null"]

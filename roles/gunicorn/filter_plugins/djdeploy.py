@@ -30,6 +30,7 @@ class FilterModule:
             "djdeploy_socket_listen_streams": _refusing(rollout.socket_listen_streams),
             "djdeploy_change_kind": _refusing(rollout.change_kind),
             "djdeploy_recovery_kind": rollout.recovery_kind,
+            "djdeploy_running_bind": rollout.running_bind,
             "djdeploy_unfinished_run": history.unfinished_run,
             "djdeploy_abandoned_entries": history.abandoned,
             "djdeploy_rollback_target": _refusing(history.rollback_target),
