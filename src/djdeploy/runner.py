@@ -113,10 +113,9 @@ def run_playbook(
             cancel_callback=cancel,
             settings={"pexpect_timeout": 0.5},
         )
+        collected.result.status = runner.status
         if runner.status == "canceled":
-            return PlaybookResult(status="canceled", reports={}, unreachable=collected.unreachable,
-                                  failures=collected.failures, in_flight=collected.in_flight,
-                                  changed=collected.changed)
+            return collected.result
         if not collected.saw_stats:
             # Ansible never got to run the play (bad inventory, a syntax error, a crash).
             output = runner.stdout.read().strip()[-3000:] if runner.stdout else ""
@@ -124,15 +123,7 @@ def run_playbook(
                                 ExitCode.ERROR)
     if runner.status == "timeout":
         raise DjdeployError(f"the Ansible run ended: {runner.status}", ExitCode.ERROR)
-    return PlaybookResult(
-        status=runner.status,
-        reports=collected.reports,
-        unreachable=collected.unreachable,
-        failures=collected.failures,
-        in_flight=collected.in_flight,
-        changed=collected.changed,
-        refused_inputs=collected.refused_inputs,
-    )
+    return collected.result
 
 
 # The task Ansible puts first in a role with argument specs; it runs on the controller.
@@ -142,12 +133,8 @@ _ARGUMENT_CHECK_ACTIONS = frozenset({"validate_argument_spec", "ansible.builtin.
 class _Collector:
     def __init__(self, on_task: Callable[[TaskEvent], None] | None):
         self.on_task = on_task
-        self.reports: dict[str, dict[str, Any]] = {}
-        self.unreachable: dict[str, str] = {}
-        self.failures: dict[str, str] = {}
-        self.in_flight: dict[str, str] = {}
-        self.changed: set[str] = set()
-        self.refused_inputs: dict[str, str] = {}
+        # Filled as the events come; the status is ansible-runner's once the run ends.
+        self.result = PlaybookResult(status="running", reports={})
         self.saw_stats = False
 
     def handle(self, event: dict[str, Any]) -> bool:
@@ -155,33 +142,33 @@ class _Collector:
         data = event.get("event_data", {})
         if kind == "playbook_on_stats":
             self.saw_stats = True
-            self.reports = dict((data.get("artifact_data") or {}).get("djdeploy_hosts") or {})
+            self.result.reports = dict((data.get("artifact_data") or {}).get("djdeploy_hosts") or {})
         elif kind == "runner_on_start" and "host" in data:
-            self.in_flight[data["host"]] = data.get("task", "")
+            self.result.in_flight[data["host"]] = data.get("task", "")
         elif kind.startswith("runner_on_") and "host" in data:
             self._task_event(kind, data)
         # Keep no event files on disk: everything needed is taken here.
         return False
 
     def _task_event(self, kind: str, data: dict[str, Any]) -> None:
-        host, result = data["host"], data.get("res") or {}
+        host, task_result = data["host"], data.get("res") or {}
         status = {
-            "runner_on_ok": "changed" if result.get("changed") else "ok",
+            "runner_on_ok": "changed" if task_result.get("changed") else "ok",
             "runner_on_failed": "failed",
             "runner_on_skipped": "skipped",
             "runner_on_unreachable": "unreachable",
         }.get(kind)
         if status is None:
             return
-        message = _reason(result) if status in ("failed", "unreachable") else ""
+        message = _reason(task_result) if status in ("failed", "unreachable") else ""
         if status == "changed":
-            self.changed.add(host)
+            self.result.changed.add(host)
         if status == "unreachable":
-            self.unreachable[host] = message
+            self.result.unreachable[host] = message
         elif status == "failed" and not data.get("ignore_errors"):
-            self.failures[host] = message
+            self.result.failures[host] = message
             if data.get("task_action") in _ARGUMENT_CHECK_ACTIONS:
-                self.refused_inputs[host] = message
+                self.result.refused_inputs[host] = message
         if self.on_task:
             self.on_task(TaskEvent(host, data.get("task", ""), status, message))
 

@@ -4,7 +4,7 @@ whose role arguments are refused counts as refused (exit 2), not failed."""
 from __future__ import annotations
 
 from djdeploy.operations import runs_gone, summarize
-from djdeploy.runner import PlaybookResult, _Collector
+from djdeploy.runner import _Collector
 
 
 def test_only_locks_of_dead_runs_of_this_controller_are_taken_over():
@@ -35,7 +35,7 @@ def test_a_host_whose_role_arguments_are_refused_is_refused_not_failed():
     collected.handle({"event": "runner_on_failed", "event_data": {
         "host": "web02", "task": "Restart gunicorn", "task_action": "ansible.builtin.systemd_service",
         "res": {"msg": "Unable to restart"}}})
-    result = PlaybookResult("failed", {}, failures=collected.failures, refused_inputs=collected.refused_inputs)
+    result = collected.result
     summary = summarize(["web01", "web02"], result)
     web01, web02 = summary["hosts"]["web01"], summary["hosts"]["web02"]
     assert web01["outcome"] == "refused"
@@ -47,5 +47,5 @@ def test_a_host_whose_role_arguments_are_refused_is_refused_not_failed():
 def test_a_run_stopped_only_by_argument_specs_exits_2():
     collected = _Collector(None)
     collected.handle(argument_check_failed("web01", "value of gunicorn_verify_requests must be an int"))
-    result = PlaybookResult("failed", {}, failures=collected.failures, refused_inputs=collected.refused_inputs)
+    result = collected.result
     assert summarize(["web01"], result)["exit_code"] == 2

@@ -14,10 +14,10 @@ def test_an_unreachable_loop_reports_the_ssh_error_not_all_items_completed():
         "msg": "All items completed", "unreachable": True,
         "results": [{"item": "/srv/demo/data", "unreachable": True, "msg": ssh_error}],
     }))
-    assert collected.unreachable == {"web02": ssh_error}
+    assert collected.result.unreachable == {"web02": ssh_error}
 
 
 def test_a_failed_task_reports_its_own_message():
     collected = _Collector(None)
     collected.handle(event("runner_on_failed", {"msg": "non-zero return code", "failed": True}))
-    assert collected.failures == {"web02": "non-zero return code"}
+    assert collected.result.failures == {"web02": "non-zero return code"}
