@@ -201,6 +201,9 @@ def test_a_restart_of_a_changed_unit_under_load_fails_no_request(host):
         assert f"[{bridge}] [INFO] Control socket listening at /run/gunicorn/bridge-{bridge}.ctl" in journal
 
 
+@pytest.mark.covers(kind="fault", case="the warm bridge master of a restart not ready within gunicorn_bridge_timeout",
+                    exit_code=0, end="the bridge removed; the restart goes ahead without it: nothing refused, "
+                                     "requests wait for the import; the message says why; no bridge left")
 def test_a_restart_without_a_bridge_in_time_waits_but_fails_no_request(host):
     # A second is too short for the bridge to import the lab's app (3 s): it is removed, and the
     # restart goes ahead as before the bridge existed.
