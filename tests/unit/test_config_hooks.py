@@ -46,6 +46,18 @@ def test_each_worker_marks_itself_ready_and_takes_the_mark_away_when_it_exits(mo
     assert sorted(os.listdir(marks)) == ["1-101", "2-102"]
     config["worker_exit"](None, worker(tmp_path, 1, 101))
     assert os.listdir(marks) == ["2-102"]
+    # The last one takes the directory along: nothing is left in a worker_tmp_dir given up.
+    config["worker_exit"](None, worker(tmp_path, 2, 102))
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_master_removes_the_marks_of_workers_that_could_not(monkeypatch, tmp_path) -> None:
+    config = load_config(monkeypatch, {})
+    marks = tmp_path / f"djdeploy-workers-{os.getpid()}"
+    marks.mkdir()
+    (marks / "1-101").touch()
+    config["on_exit"](types.SimpleNamespace(cfg=types.SimpleNamespace(worker_tmp_dir=str(tmp_path))))
+    assert os.listdir(tmp_path) == []
 
 
 def test_the_services_master_keeps_the_configured_control_socket(monkeypatch) -> None:
