@@ -145,16 +145,23 @@ def change_kind(
     """none, reload (HUP re-reads the config) or restart (a new unit needs a new master).
 
     A new, changed or dropped socket unit needs a restart too: gunicorn takes its listening
-    sockets from systemd only when it starts, and a HUP would make it bind by itself.
+    sockets from systemd only when it starts, and a HUP would make it bind by itself. So does
+    turning preload off: a master that preloaded keeps the app it loaded across a HUP, and its
+    new workers would fork that instead of loading the app themselves.
     """
     unit_sha = hashlib.sha256(unit_text.encode()).hexdigest()
     socket_sha = hashlib.sha256(socket_text.encode()).hexdigest() if socket_text else None
-    if _needs_new_master(service, unit_sha, socket_sha):
+    if _needs_new_master(service, unit_sha, socket_sha) or _turns_preload_off(service, config_values):
         return "restart"
     live_file = service.get("config_settings") or {}
     if any(live_file.get(name) != value for name, value in config_values.items()):
         return "reload"
     return "none"
+
+
+def _turns_preload_off(service: Mapping[str, Any], config_values: Mapping[str, Any]) -> bool:
+    running = service.get("live_settings") or service.get("config_settings") or {}
+    return running.get("preload_app") is True and config_values.get("preload_app") is False
 
 
 def _needs_new_master(service: Mapping[str, Any], unit_sha: str | None, socket_sha: str | None) -> bool:
@@ -168,7 +175,9 @@ def _needs_new_master(service: Mapping[str, Any], unit_sha: str | None, socket_s
 def restore_kind(service: Mapping[str, Any], entry: Mapping[str, Any], expected: Mapping[str, Any]) -> str:
     """none, reload or restart to put a history entry back: its files against those on the host,
     and its settings against the live ones (a config may have been written but never loaded)."""
-    if _needs_new_master(service, entry.get("unit_sha256"), entry.get("socket_sha256")):
+    if _needs_new_master(service, entry.get("unit_sha256"), entry.get("socket_sha256")) or _turns_preload_off(
+        service, expected
+    ):
         return "restart"
     if (entry.get("config_sha256") or None) != (service.get("config_sha256") or None):
         return "reload"

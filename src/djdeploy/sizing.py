@@ -109,7 +109,11 @@ def plan(facts: Mapping[str, Any], options: Mapping[str, Any]) -> Plan:
     decided.update({name: _Decided(value, f"set by {opts.override_source}") for name, value in overrides.items()})
     warnings.extend(_worker_class_warnings(decided, database))
     if decided["preload_app"].value is False:
-        warnings.append("preload_app=False: after a HUP or restart, requests wait while the new workers load the app")
+        warnings.append(
+            "preload_app=False: every worker loads the app itself and shares no memory with the others; at a "
+            "HUP the old workers serve until the new ones are warm, but after a restart requests wait while "
+            "the new workers load the app"
+        )
     settings = validate_settings({name: d.value for name, d in decided.items()}, source=opts.override_source)
     warnings.extend(_public_bind_warnings(cast(list[str], settings["bind"])))
     return {

@@ -227,19 +227,45 @@ def test_a_restart_without_a_bridge_in_time_waits_but_fails_no_request(host):
     assert [sample for sample in health.samples if sample["sent"] < sample["urlconf_imported_at"]] != []
 
 
+WARMED = "djdeploy: URLconf and 1 warm-up paths loaded before serving"
+
+
 def test_without_preload_each_worker_imports_the_urlconf_before_it_accepts(host):
-    record = host.tune("--set", "preload_app=false")
-    assert "preload_app=False: after a HUP or restart, requests wait" in " ".join(record["warnings"])
     since = int(time.time())
-    host.sh("systemctl restart gunicorn")
+    record = host.tune("--set", "preload_app=false")
+    # A HUP would keep the app the master preloaded, and the new workers would fork it.
+    assert record["change"] == "restart"
+    assert any(w.startswith("preload_app=False: every worker loads the app itself") for w in record["warnings"])
     # Wait until every new worker has logged its warm-up; without the hook a worker that
     # served nothing yet would not have imported the URLconf.
-    warmed = "djdeploy: URLconf and 1 warm-up paths loaded before serving"
     deadline = time.monotonic() + 120
-    while host.sh(f"journalctl -u gunicorn --no-pager -o cat --since @{since}").count(warmed) < record["settings"]["workers"]:
+    while host.sh(f"journalctl -u gunicorn --no-pager -o cat --since @{since}").count(WARMED) < record["settings"]["workers"]:
         assert time.monotonic() < deadline, "the workers did not warm up"
         time.sleep(1)
     asked_at = time.time()
     health = host.healthz()
     assert health["urlconf_imported_at"] < asked_at
     assert health["urlconf_import_pid"] == health["pid"] != host.master_pid()
+
+
+def test_without_preload_a_hup_keeps_the_old_workers_serving_until_the_new_ones_are_warm(host):
+    # Runs after the test above: the master does not preload, so each new worker imports the
+    # URLconf (3 s) after a HUP; gunicorn alone would stop the old workers at once.
+    master = host.master_pid()
+    since = int(time.time())
+    records: list[dict] = []
+    samples, nginx = host.under_load(lambda: records.append(
+        host.tune("--set", "preload_app=false", "--set", "max_requests=1300")))
+    assert (records[0]["change"], records[0]["settings"]["preload_app"], host.master_pid()) == ("reload", False, master)
+    summary = summarize(samples)
+    assert summary["requests"] > 50
+    assert (summary["failed"], summary["errors"], nginx) == (0, [], {})
+    # Each old worker stopped only once every new worker had loaded the app: it says so, and
+    # its line comes after every new worker's warm-up line.
+    workers = records[0]["settings"]["workers"]
+    lines = host.sh(f"journalctl -u gunicorn --no-pager -o cat --since @{since}").splitlines()
+    warmed = [i for i, line in enumerate(lines) if WARMED in line]
+    stopped = [i for i, line in enumerate(lines) if "djdeploy: old worker" in line]
+    assert (len(warmed), len(stopped)) == (workers, workers)
+    assert all(f"{workers} of {workers} new workers warm, 0 failed to boot" in lines[i] for i in stopped)
+    assert max(warmed) < min(stopped)

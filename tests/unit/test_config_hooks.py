@@ -1,14 +1,13 @@
 """The rendered gunicorn config's hooks for the warm bridge master of a restart, run in this
-process with stand-ins for gunicorn's server and worker: workers mark themselves ready where
-djdeploy looks, a master executed on USR2 keeps off the service's control socket, and the
-sockets systemd passed are where the executed master will look for them."""
+process with stand-ins for gunicorn's server: a master executed on USR2 keeps off the
+service's control socket, and the sockets systemd passed are where the executed master will
+look for them. (The workers' ready marks: test_config_handover.py.)"""
 
 from __future__ import annotations
 
 import os
 import socket
 import types
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,33 +30,6 @@ def load_config(monkeypatch: pytest.MonkeyPatch, environ: dict[str, str]) -> dic
     namespace: dict[str, Any] = {"__name__": "gunicorn_conf"}
     exec(compile(text, "gunicorn.conf.py", "exec"), namespace)
     return namespace
-
-
-def worker(tmp_path: Path, age: int, pid: int) -> Any:
-    cfg = types.SimpleNamespace(worker_tmp_dir=str(tmp_path), preload_app=True)
-    return types.SimpleNamespace(cfg=cfg, age=age, pid=pid, ppid=4242, log=None)
-
-
-def test_each_worker_marks_itself_ready_and_takes_the_mark_away_when_it_exits(monkeypatch, tmp_path) -> None:
-    config = load_config(monkeypatch, {})
-    for age, pid in ((1, 101), (2, 102)):
-        config["post_worker_init"](worker(tmp_path, age, pid))
-    marks = tmp_path / "djdeploy-workers-4242"
-    assert sorted(os.listdir(marks)) == ["1-101", "2-102"]
-    config["worker_exit"](None, worker(tmp_path, 1, 101))
-    assert os.listdir(marks) == ["2-102"]
-    # The last one takes the directory along: nothing is left in a worker_tmp_dir given up.
-    config["worker_exit"](None, worker(tmp_path, 2, 102))
-    assert os.listdir(tmp_path) == []
-
-
-def test_a_master_removes_the_marks_of_workers_that_could_not(monkeypatch, tmp_path) -> None:
-    config = load_config(monkeypatch, {})
-    marks = tmp_path / f"djdeploy-workers-{os.getpid()}"
-    marks.mkdir()
-    (marks / "1-101").touch()
-    config["on_exit"](types.SimpleNamespace(cfg=types.SimpleNamespace(worker_tmp_dir=str(tmp_path))))
-    assert os.listdir(tmp_path) == []
 
 
 def test_the_services_master_keeps_the_configured_control_socket(monkeypatch) -> None:

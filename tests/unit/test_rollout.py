@@ -375,6 +375,15 @@ CHANGE_KINDS = [
     pytest.param(running(main_pid=0), CONFIG, UNIT_TEXT, "restart", id="master pid 0"),
     pytest.param(running(main_pid=None, config_settings={**CONFIG, "workers": 1}), CONFIG, UNIT_TEXT, "restart",
                  id="master not running, config differs"),
+    pytest.param(running(config_settings={**CONFIG, "preload_app": True}), {**CONFIG, "preload_app": False},
+                 UNIT_TEXT, "restart", id="preload turned off: a HUP keeps the master's app"),
+    pytest.param(running(config_settings={**CONFIG, "preload_app": True}, live_settings={"preload_app": False}),
+                 {**CONFIG, "preload_app": False}, UNIT_TEXT, "reload",
+                 id="the live master does not preload: a HUP will do"),
+    pytest.param(running(config_settings={**CONFIG, "preload_app": False}), {**CONFIG, "preload_app": True},
+                 UNIT_TEXT, "reload", id="preload turned on: the master loads the app at the HUP"),
+    pytest.param(running(config_settings={**CONFIG, "preload_app": False}), {**CONFIG, "preload_app": False,
+                 "workers": 1}, UNIT_TEXT, "reload", id="without preload, another setting"),
 ]
 
 
@@ -690,6 +699,11 @@ RESTORED = {"unit_sha256": "u1", "config_sha256": "c1", "settings": {"workers": 
         # A baseline without a config file, on a host that has one now.
         ({"unit_sha256": "u1", "config_sha256": "c1"}, {**RESTORED, "config_sha256": None}, {}, "reload"),
         ({"unit_sha256": "u1", "config_sha256": None}, {**RESTORED, "config_sha256": None}, {}, "none"),
+        # Back to an entry without preload from a master that preloaded: a HUP would keep its app.
+        ({"unit_sha256": "u1", "config_sha256": "c0", "live_settings": {"preload_app": True}},
+         RESTORED, {"preload_app": False}, "restart"),
+        ({"unit_sha256": "u1", "config_sha256": "c0", "live_settings": {"preload_app": False}},
+         RESTORED, {"preload_app": True}, "reload"),
     ],
 )
 def test_restore_kind(facts, entry, expected, kind):

@@ -11,8 +11,8 @@ description:
   - C(state=started) sends the running master USR2, so gunicorn forks and executes a copy of
     itself (the bridge) that inherits the listening sockets, loads the app and forks warm
     workers; waits until as many of its workers as C(workers) have marked themselves ready
-    (files C(AGE-PID) in C(WORKER_TMP_DIR/djdeploy-workers-MASTERPID), written by djdeploy's
-    config after each worker's warm-up); then moves the bridge and its workers into a
+    (files C(booted-AGE-PID) in C(WORKER_TMP_DIR/djdeploy-workers-MASTERPID), written by
+    djdeploy's config after each worker's warm-up); then moves the bridge and its workers into a
     transient scope C(djdeploy-bridge-PID.scope), out of the service's cgroup, so that a
     restart of the service does not kill them. Whatever fails, the bridge is stopped before
     the module fails: no bridge is left behind by a failed start.
@@ -59,8 +59,8 @@ bridge:
   type: dict
 """
 
-import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -68,6 +68,8 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 SCOPE_PREFIX = "djdeploy-bridge-"
+# What djdeploy's config has each worker leave in its master's directory once it is warm.
+READY_MARK = re.compile(r"^booted-(\d+)-(\d+)$")
 POLL = 0.2
 
 
@@ -109,9 +111,9 @@ def ready_workers(master, worker_tmp_dir):
         return []
     marked = set()
     for name in names:
-        pid = name.rpartition("-")[2]
-        if pid.isdigit():
-            marked.add(int(pid))
+        found = READY_MARK.match(name)
+        if found:
+            marked.add(int(found.group(2)))
     return sorted(marked & set(children(master)))
 
 

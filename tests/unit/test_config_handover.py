@@ -1,0 +1,129 @@
+"""The rendered gunicorn.conf.py's handover at a HUP, run as gunicorn runs it (its module
+namespace) with stand-in workers: an old worker stopped by a HUP keeps serving until the new
+workers are warm, and nothing else makes a worker wait."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from test_unit_templates import render
+
+MASTER = 4242
+
+
+@pytest.fixture
+def config() -> dict[str, Any]:
+    text = render(
+        "gunicorn.conf.py.j2",
+        djdeploy_run={"id": "r1", "who": "ops@ctl", "command": "djdeploy tune web01"},
+        _gunicorn_plan={"inputs": {"cpus": 2}, "reasons": {"workers": "workers: 5"}, "warnings": []},
+        _gunicorn_config_values={"workers": 5, "worker_tmp_dir": "/dev/shm"},
+    )
+    namespace: dict[str, Any] = {}
+    exec(compile(text, "gunicorn.conf.py", "exec"), namespace)
+    return namespace
+
+
+class Worker:
+    def __init__(self, tmp: Path, age: int, pid: int, graceful_timeout: float = 30.0):
+        self.cfg = SimpleNamespace(worker_tmp_dir=str(tmp), graceful_timeout=graceful_timeout, preload_app=True)
+        self.age, self.pid, self.ppid, self.booted = age, pid, MASTER, True
+        self.log = SimpleNamespace(info=lambda *args: None)
+        self.stopped = threading.Event()
+
+    def handle_exit(self, sig: int, frame: object) -> None:
+        self.stopped.set()
+
+
+def workers_dir(tmp: Path) -> Path:
+    return tmp / f"djdeploy-workers-{MASTER}"
+
+
+def hup(config: dict[str, Any], tmp: Path, last_old_age: int, wanted: int) -> None:
+    server = SimpleNamespace(cfg=SimpleNamespace(worker_tmp_dir=str(tmp), workers=wanted, preload_app=False),
+                             pid=MASTER, worker_age=last_old_age, LISTENERS=[])
+    config["on_reload"](server)
+
+
+def warm(tmp: Path, age: int, pid: int) -> None:
+    (workers_dir(tmp) / f"booted-{age}-{pid}").write_text("")
+
+
+def test_a_worker_marks_itself_warm_and_unmarks_itself_when_it_exits(config, tmp_path):
+    worker = Worker(tmp_path, age=3, pid=103)
+    directory = str(workers_dir(tmp_path))
+    config["_djdeploy_mark"](directory, "booted-3-103")
+    assert config["_djdeploy_new_workers"](directory, 0) == (1, 0)
+    config["worker_exit"](None, worker)
+    assert config["_djdeploy_new_workers"](directory, 0) == (0, 0)
+
+
+def test_a_worker_that_dies_before_it_is_warm_says_so(config, tmp_path, monkeypatch):
+    worker = Worker(tmp_path, age=7, pid=107)
+    worker.booted = False
+    monkeypatch.setattr(config["os"], "getpid", lambda: 107)
+    config["worker_exit"](None, worker)
+    assert config["_djdeploy_new_workers"](str(workers_dir(tmp_path)), 6) == (0, 1)
+    assert config["_djdeploy_new_workers"](str(workers_dir(tmp_path)), 7) == (0, 0)
+
+
+def test_without_a_hup_a_stopped_worker_leaves_at_once(config, tmp_path):
+    worker = Worker(tmp_path, age=2, pid=102)
+    config["_djdeploy_stop_after_handover"](worker, 15, None)
+    assert worker.stopped.is_set()
+
+
+def test_a_worker_born_after_the_last_hup_leaves_at_once(config, tmp_path):
+    hup(config, tmp_path, last_old_age=5, wanted=5)
+    worker = Worker(tmp_path, age=6, pid=106)
+    config["_djdeploy_stop_after_handover"](worker, 15, None)
+    assert worker.stopped.is_set()
+
+
+def test_an_old_worker_serves_until_as_many_new_workers_as_wanted_are_warm(config, tmp_path):
+    hup(config, tmp_path, last_old_age=5, wanted=3)
+    warm(tmp_path, age=4, pid=104)  # an old worker's own marker does not count
+    old = Worker(tmp_path, age=4, pid=104)
+    config["_djdeploy_stop_after_handover"](old, 15, None)
+    for age in (6, 7):
+        warm(tmp_path, age=age, pid=100 + age)
+        assert not old.stopped.wait(0.3)
+    warm(tmp_path, age=8, pid=108)
+    assert old.stopped.wait(5)
+
+
+def test_a_new_worker_that_fails_to_boot_releases_the_old_ones(config, tmp_path):
+    hup(config, tmp_path, last_old_age=5, wanted=3)
+    old = Worker(tmp_path, age=5, pid=105)
+    config["_djdeploy_stop_after_handover"](old, 15, None)
+    assert not old.stopped.wait(0.3)
+    (workers_dir(tmp_path) / "unbooted-6-106").write_text("")
+    assert old.stopped.wait(5)
+
+
+def test_an_old_worker_waits_at_most_half_the_graceful_timeout(config, tmp_path):
+    hup(config, tmp_path, last_old_age=5, wanted=3)
+    old = Worker(tmp_path, age=1, pid=101, graceful_timeout=1.0)
+    config["_djdeploy_stop_after_handover"](old, 15, None)
+    assert not old.stopped.wait(0.2)
+    assert old.stopped.wait(5)
+
+
+def test_a_second_term_does_not_start_a_second_wait(config, tmp_path):
+    old = Worker(tmp_path, age=1, pid=101)
+    config["_djdeploy_stop_after_handover"](old, 15, None)
+    old.stopped.clear()
+    config["_djdeploy_stop_after_handover"](old, 15, None)
+    assert not old.stopped.is_set()
+
+
+def test_the_master_clears_its_markers_when_it_exits(config, tmp_path):
+    hup(config, tmp_path, last_old_age=5, wanted=3)
+    warm(tmp_path, age=6, pid=106)
+    config["on_exit"](SimpleNamespace(cfg=SimpleNamespace(worker_tmp_dir=str(tmp_path)), pid=MASTER))
+    assert not workers_dir(tmp_path).exists()
