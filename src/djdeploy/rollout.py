@@ -220,10 +220,16 @@ def restart_plan(unit_show: str, running_bind: list[str] | None, new_bind: list[
     and binds anew). `unit_show` is `systemctl show -p MainPID,NFileDescriptorStore,TriggeredBy`.
     """
     unit = _show_properties(unit_show)
+    main_pid = int(unit.get("MainPID") or 0)
+    return {"main_pid": main_pid, **_restart_held(unit, main_pid, running_bind, new_bind)}
+
+
+def _restart_held(unit: Mapping[str, str], main_pid: int, running_bind: list[str] | None,
+                  new_bind: list[str]) -> dict[str, Any]:
     if unit.get("TriggeredBy"):
         return {"held": True, "why": f"socket-activated by {unit['TriggeredBy']}: systemd keeps the socket "
                                      "open across the restart"}
-    if unit.get("MainPID", "0") in ("", "0"):
+    if not main_pid:
         return {"held": False, "why": "no master ran, so no socket was open to keep"}
     stored = int(unit.get("NFileDescriptorStore") or 0)
     if stored < len(new_bind):
@@ -235,6 +241,60 @@ def restart_plan(unit_show: str, running_bind: list[str] | None, new_bind: list[
                                       f"{','.join(new_bind)}, so the new master bound anew"}
     return {"held": True, "why": "systemd held the listening sockets and the new master took them over: "
                                  "connections waited instead of being refused"}
+
+
+SOCKET_SWAP_WHY = ("the socket unit was added, changed or removed, so gunicorn stopped before the new listener "
+                   "could bind its address: connections were refused for that moment, once")
+
+
+def bridge_plan(restart: Mapping[str, Any], socket_swapped: bool, settings: Mapping[str, Any] | None,
+                timeout: Any) -> dict[str, Any]:
+    """{"use", "why", "master", "workers", "worker_tmp_dir", "timeout", "stop_timeout"}: will a
+    warm bridge master serve while the unit restarts, and what the bridge module needs?
+
+    The running master re-executes itself on USR2 into a bridge that shares its listening
+    sockets, loads the app and serves with warm workers while the service restarts and the new
+    master loads the app; then the bridge stops. It needs sockets the next master takes over
+    (systemd holding them, `restart`'s plan), the same ones the bridge serves on (no socket
+    unit swapped), and the number of workers to wait for (`settings`: those being made live).
+    """
+    limit = int(timeout)
+    base = {"use": False, "workers": 0, "worker_tmp_dir": None, "timeout": limit, "master": 0, "stop_timeout": 0}
+    if socket_swapped:
+        return {**base, "why": "the socket unit changed, so no master could keep serving on the old socket"}
+    if not restart.get("held"):
+        return {**base, "why": "systemd does not hold the listening sockets for the next master"}
+    settings = settings or {}
+    workers = settings.get("workers")
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        return {**base, "why": "the number of workers to wait for is not known"}
+    return {
+        **base, "use": True, "workers": workers, "master": restart["main_pid"],
+        "worker_tmp_dir": settings.get("worker_tmp_dir"),
+        # The bridge's graceful stop lets its in-flight requests run for up to graceful_timeout.
+        "stop_timeout": int(settings.get("graceful_timeout") or 30) + 5,
+        "why": f"a warm bridge master can serve while the new one loads the app (up to {limit} s to warm up)",
+    }
+
+
+def restart_message(restart: Mapping[str, Any], bridge: Mapping[str, Any], socket_swapped: bool,
+                    bridge_result: Mapping[str, Any] | None) -> str:
+    """What a restart did for the users, as the outcome's message says it.
+
+    `bridge_result` is the bridge module's answer when one was tried: {"bridge": {"pid": ...}}
+    when it served, {"msg": why} (failed, and removed) when it could not start.
+    """
+    if socket_swapped:
+        return "restart: " + SOCKET_SWAP_WHY
+    if not bridge.get("use") or not bridge_result:
+        return "restart: " + restart["why"]
+    pid = (bridge_result.get("bridge") or {}).get("pid")
+    if not pid:
+        reason = str(bridge_result.get("msg") or "it did not start").rstrip(".")
+        return (f"restart: no warm bridge master served ({reason}; it was removed), so requests waited while the "
+                f"new master loaded the app; {restart['why']}")
+    return (f"restart: a warm bridge master (pid {pid}) served while the new one loaded the app, so no request "
+            "waited for it; systemd held the listening sockets and the new master took them over")
 
 
 def _show_properties(text: str) -> dict[str, str]:

@@ -26,6 +26,8 @@ LOCK = "/var/lib/djdeploy/lock"
 # Progress lines (task names as they end) that mark the stages a signal is sent at.
 BEFORE_BACKUP = "Gather CPU, memory, worker PSS and the running unit on the host"
 AFTER_WRITE = "Write the new config and unit atomically"
+BRIDGE_SERVES = "Start a warm bridge master outside the service's cgroup and wait until its workers serve"
+RECOVER_STOPS_BRIDGE = "Stop a warm bridge master that the stopped run left serving"
 IN_VERIFY = "Wait until the master lives, the old workers are gone and the new ones run as rendered"
 # The tasks of verify.yml after IN_VERIFY, one of which a signal sent then lands in.
 VERIFY_TASKS = ("Fail with what is still wrong with the new workers",
@@ -180,6 +182,22 @@ def test_a_signal_during_verify_restores_the_last_known_good_config(lab, slow_ve
     assert stopped.record["outcome"] == "rolled_back"
     assert any(f"during {task!r}" in stopped.record["message"] for task in VERIFY_TASKS), stopped.record["message"]
     assert_back_on(lab, before)
+
+
+@pytest.mark.covers(kind="fault", case="SIGTERM while a warm bridge master serves during a restart", exit_code=3,
+                    end="the recovery stops the bridge, then restores the last-known-good entry; no bridge is "
+                        "left; lock released")
+def test_a_signal_while_the_bridge_serves_leaves_no_bridge(lab):
+    before = host_state(lab)
+    # graceful_timeout sets the unit's TimeoutStopSec: a restart, with a warm bridge master.
+    stopped = run_until(lab.inventory, BRIDGE_SERVES, signal.SIGTERM, "tune", "web01", "--set", "graceful_timeout=33")
+    assert stopped.code == 3, stopped.stderr
+    assert stopped.record["outcome"] == "rolled_back"
+    assert any(RECOVER_STOPS_BRIDGE in line and "changed" in line for line in stopped.stderr.splitlines()), \
+        stopped.stderr
+    assert_back_on(lab, before)
+    assert lab.sh("web01", "systemctl list-units --all --plain --no-legend 'djdeploy-bridge-*'").strip() == ""
+    assert live_settings(lab)["graceful_timeout"] == 30
 
 
 @pytest.mark.covers(kind="fault", case="the controller killed (SIGKILL) during verify", exit_code=0,

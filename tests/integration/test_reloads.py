@@ -5,6 +5,8 @@ Behaviour only: timings are the benchmark's business (bench/reloads.py)."""
 from __future__ import annotations
 
 import json
+import re
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -12,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import LabHosts, djdeploy
+from conftest import LabHosts, djdeploy, live_settings
 from djdeploy.lab.load import Load, nginx_failures, summarize
 
 pytestmark = pytest.mark.lab
@@ -27,13 +29,17 @@ class Host:
     def __init__(self, lab: LabHosts):
         self.lab = lab
         self.url = lab.hosts["web01"]["url"].rstrip("/")
-        inventory = yaml.safe_load(Path(lab.inventory).read_text())
-        inventory["all"]["vars"]["gunicorn_warm_up_paths"] = ["/dashboard/"]
-        self.inventory = str(Path(lab.inventory).with_name("warm-inventory.yml"))
-        Path(self.inventory).write_text(yaml.safe_dump(inventory))
+        self.inventory = self.inventory_with("warm-inventory.yml")
 
-    def tune(self, *args: str) -> dict:
-        done = djdeploy("tune", "web01", *args, "-i", self.inventory, "--json")
+    def inventory_with(self, name: str, **role_vars: object) -> str:
+        inventory = yaml.safe_load(Path(self.lab.inventory).read_text())
+        inventory["all"]["vars"].update(gunicorn_warm_up_paths=["/dashboard/"], **role_vars)
+        path = Path(self.lab.inventory).with_name(name)
+        path.write_text(yaml.safe_dump(inventory))
+        return str(path)
+
+    def tune(self, *args: str, inventory: str | None = None) -> dict:
+        done = djdeploy("tune", "web01", *args, "-i", inventory or self.inventory, "--json")
         record = json.loads(done.stdout)["hosts"]["web01"]
         assert done.returncode == 0, record
         return record
@@ -56,14 +62,61 @@ class Host:
             assert response.status == 200
             return json.loads(response.read())
 
-    def under_load(self, action) -> tuple[list, dict[str, int]]:
-        """Samples of a load on /dashboard/ around `action`, and nginx's failures meanwhile."""
+    def under_load(self, action, health: HealthSamples | None = None) -> tuple[list, dict[str, int]]:
+        """Samples of a load on /dashboard/ around `action`, and nginx's failures meanwhile;
+        with `health`, /healthz is asked in a loop meanwhile as well."""
         offset = self.log_size()
         with Load(f"{self.url}/dashboard/", connections=3, rate=5, max_seconds=900) as load:
-            time.sleep(2)
-            action()
-            time.sleep(3)
+            if health:
+                health.start()
+            try:
+                time.sleep(2)
+                action()
+                time.sleep(3)
+            finally:
+                if health:
+                    health.stop()
         return load.samples(), self.nginx_failures_since(offset)
+
+    def bridges_left(self, *pids: int) -> str:
+        """Any bridge scope, or any of `pids` still running, as the host lists them ('' if none)."""
+        alive = " ".join(f"/proc/{pid}" for pid in pids)
+        return self.sh(f"systemctl list-units --all --plain --no-legend 'djdeploy-bridge-*'; "
+                       f"for p in {alive}; do test -e $p && echo $p; done; true").strip()
+
+
+class HealthSamples:
+    """/healthz asked one request after another through nginx: who answered each request (the
+    worker's pid and its master's) and when the app that answered had imported its URLconf."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.samples: list[dict] = []
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=120)
+
+    def _run(self) -> None:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        deadline = time.monotonic() + 900
+        while not self._stopping.is_set() and time.monotonic() < deadline:
+            sent = time.time()
+            try:
+                with opener.open(f"{self.url}/healthz", timeout=60) as response:
+                    self.samples.append({"sent": sent, **json.loads(response.read())})
+            except OSError as exc:
+                self.samples.append({"sent": sent, "error": str(exc)})
+            time.sleep(0.05)
+
+    def masters(self) -> list[int]:
+        """The masters whose workers answered, in the order they first answered."""
+        return list(dict.fromkeys(sample.get("ppid") for sample in self.samples))
 
 
 @pytest.fixture(scope="module")
@@ -114,13 +167,64 @@ def test_tune_cycles_under_load_fail_no_request(host):
 
 
 def test_a_restart_of_a_changed_unit_under_load_fails_no_request(host):
+    for value in (35, 40):
+        records: list[dict] = []
+        health = HealthSamples(host.url)
+        old_master = host.master_pid()
+        samples, nginx = host.under_load(
+            lambda: records.append(host.tune("--set", f"graceful_timeout={value}")), health)
+        record = records[0]
+        assert record["change"] == "restart"
+        summary = summarize(samples)
+        assert summary["requests"] > 50
+        assert (summary["failed"], summary["errors"], nginx) == (0, [], {})
+
+        # A warm bridge master served while the service restarted, and is gone.
+        bridge = int(re.match(r"restart: a warm bridge master \(pid (\d+)\) served while the new one loaded the app",
+                              record["message"]).group(1))
+        new_master = host.master_pid()
+        assert [error for error in health.samples if "error" in error] == []
+        assert health.masters() == [old_master, bridge, new_master]
+        assert host.bridges_left(bridge) == ""
+        assert live_settings(host.lab)["graceful_timeout"] == value
+
+        # No request waited for an app import: each one was sent after the app of the master
+        # that answered it had imported its URLconf, and the new master imported it while the
+        # bridge answered.
+        imported = {sample["ppid"]: sample["urlconf_imported_at"] for sample in health.samples}
+        waited = [sample for sample in health.samples if sample["sent"] < sample["urlconf_imported_at"]]
+        assert waited == []
+        by_bridge = [sample["sent"] for sample in health.samples if sample["ppid"] == bridge]
+        assert min(by_bridge) < imported[new_master] < max(by_bridge)
+        # The bridge kept off the service's control socket, which the new master serves.
+        journal = host.sh(f"journalctl -u gunicorn --no-pager -o cat --since @{int(health.samples[0]['sent'])}")
+        assert f"[{bridge}] [INFO] Control socket listening at /run/gunicorn/bridge-{bridge}.ctl" in journal
+
+
+@pytest.mark.covers(kind="fault", case="the warm bridge master of a restart not ready within gunicorn_bridge_timeout",
+                    exit_code=0, end="the bridge removed; the restart goes ahead without it: nothing refused, "
+                                     "requests wait for the import; the message says why; no bridge left")
+def test_a_restart_without_a_bridge_in_time_waits_but_fails_no_request(host):
+    # A second is too short for the bridge to import the lab's app (3 s): it is removed, and the
+    # restart goes ahead as before the bridge existed.
+    hurried = host.inventory_with("hurried-inventory.yml", gunicorn_bridge_timeout=1)
     records: list[dict] = []
-    samples, nginx = host.under_load(lambda: records.append(host.tune("--set", "graceful_timeout=35")))
-    assert records[0]["change"] == "restart"
-    assert records[0]["message"].startswith("restart: systemd held the listening sockets")
+    health = HealthSamples(host.url)
+    samples, nginx = host.under_load(
+        lambda: records.append(host.tune("--set", "graceful_timeout=45", inventory=hurried)), health)
+    record = records[0]
+    assert record["change"] == "restart"
     summary = summarize(samples)
-    assert summary["requests"] > 50
     assert (summary["failed"], summary["errors"], nginx) == (0, [], {})
+    found = re.match(r"restart: no warm bridge master served \(the bridge master \(pid (\d+)\) had \d of \d+ "
+                     r"workers ready after the time limit; it was removed\), so requests waited while the new master "
+                     r"loaded the app; systemd held the listening sockets", record["message"])
+    assert found, record["message"]
+    assert host.bridges_left(int(found.group(1))) == ""
+    # Nothing but the old and the new master answered, and requests waited for the new one's
+    # import: what the bridge spares them.
+    assert len(health.masters()) == 2
+    assert [sample for sample in health.samples if sample["sent"] < sample["urlconf_imported_at"]] != []
 
 
 WARMED = "djdeploy: URLconf and 1 warm-up paths loaded before serving"

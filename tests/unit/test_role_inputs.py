@@ -152,6 +152,7 @@ REFUSED = [
     ({"gunicorn_history_keep": 1}, "gunicorn_history_keep must be a whole number from 2 to 10000, got 1"),
     ({"gunicorn_lock_ttl": True}, "gunicorn_lock_ttl must be a whole number from 1 to 604800, got True"),
     ({"gunicorn_verify_timeout": "90s"}, "gunicorn_verify_timeout must be a whole number from 5 to 3600, got '90s'"),
+    ({"gunicorn_bridge_timeout": 0}, "gunicorn_bridge_timeout must be a whole number from 1 to 3600, got 0"),
 ]
 
 

@@ -783,3 +783,65 @@ def test_restart_plan(shown: str, running: list[str] | None, new: list[str], hel
     result = rollout.restart_plan(shown, running, new)
     assert result["held"] is held
     assert why in result["why"]
+
+
+def test_restart_plan_names_the_master_that_runs() -> None:
+    assert rollout.restart_plan(unit_show(main_pid=812), None, ["127.0.0.1:8000"])["main_pid"] == 812
+    assert rollout.restart_plan(unit_show(main_pid=0), None, ["127.0.0.1:8000"])["main_pid"] == 0
+
+
+# --- bridge_plan / restart_message: a warm bridge master serves while the unit restarts -----------
+
+HELD = {"held": True, "main_pid": 812, "why": "systemd held the listening sockets and the new master took them over: "
+                                               "connections waited instead of being refused"}
+NOT_HELD = {"held": False, "main_pid": 0, "why": "no master ran, so no socket was open to keep"}
+SETTINGS = {"workers": 5, "worker_tmp_dir": "/dev/shm", "graceful_timeout": 35}
+
+
+@pytest.mark.parametrize(
+    ("restart", "swapped", "settings", "use", "why"),
+    [
+        (HELD, False, SETTINGS, True, "a warm bridge master can serve while the new one loads the app (up to 60 s"),
+        (HELD, True, SETTINGS, False, "the socket unit changed"),
+        (NOT_HELD, False, SETTINGS, False, "systemd does not hold the listening sockets"),
+        ({**HELD, "held": False}, False, SETTINGS, False, "systemd does not hold the listening sockets"),
+        (HELD, False, None, False, "the number of workers to wait for is not known"),
+        (HELD, False, {"workers": 0}, False, "the number of workers to wait for is not known"),
+        (HELD, False, {"workers": True}, False, "the number of workers to wait for is not known"),
+    ],
+)
+def test_bridge_plan(restart: dict, swapped: bool, settings: dict | None, use: bool, why: str) -> None:
+    plan = rollout.bridge_plan(restart, swapped, settings, "60")
+    assert plan["use"] is use
+    assert why in plan["why"]
+    assert plan["timeout"] == 60
+
+
+def test_bridge_plan_hands_the_module_what_it_waits_for() -> None:
+    plan = rollout.bridge_plan(HELD, False, SETTINGS, 60)
+    assert {k: plan[k] for k in ("master", "workers", "worker_tmp_dir", "stop_timeout")} == {
+        "master": 812, "workers": 5, "worker_tmp_dir": "/dev/shm", "stop_timeout": 40}
+    assert rollout.bridge_plan(HELD, False, {"workers": 2}, 60)["stop_timeout"] == 35
+
+
+USED = rollout.bridge_plan(HELD, False, SETTINGS, 60)
+UNUSED = rollout.bridge_plan(NOT_HELD, False, SETTINGS, 60)
+
+
+@pytest.mark.parametrize(
+    ("restart", "bridge", "swapped", "result", "says"),
+    [
+        (HELD, USED, False, {"changed": True, "bridge": {"pid": 4242, "scope": "djdeploy-bridge-4242.scope"}},
+         "restart: a warm bridge master (pid 4242) served while the new one loaded the app, so no request waited"),
+        (HELD, USED, False, {"changed": False, "msg": "the bridge master (pid 4242) had 2 of 5 workers ready after "
+                                                      "the time limit"},
+         "restart: no warm bridge master served (the bridge master (pid 4242) had 2 of 5 workers ready after the "
+         "time limit; it was removed), so requests waited while the new master loaded the app; systemd held"),
+        (HELD, USED, False, {"changed": False}, "restart: no warm bridge master served (it did not start;"),
+        (HELD, USED, False, None, "restart: systemd held the listening sockets"),
+        (NOT_HELD, UNUSED, False, None, "restart: no master ran"),
+        (HELD, USED, True, None, "restart: the socket unit was added, changed or removed"),
+    ],
+)
+def test_restart_message(restart: dict, bridge: dict, swapped: bool, result: dict | None, says: str) -> None:
+    assert rollout.restart_message(restart, bridge, swapped, result).startswith(says)
