@@ -111,8 +111,8 @@ def plan(facts: Mapping[str, Any], options: Mapping[str, Any]) -> Plan:
     if decided["preload_app"].value is False:
         warnings.append(
             "preload_app=False: every worker loads the app itself and shares no memory with the others; at a "
-            "HUP the old workers serve until the new ones are warm, but after a restart requests wait while "
-            "the new workers load the app"
+            "HUP the old workers serve until the new ones are warm, and at a restart a warm bridge master does, "
+            "but where no bridge can start (the first restart, a bind change) requests wait for that import"
         )
     settings = validate_settings({name: d.value for name, d in decided.items()}, source=opts.override_source)
     warnings.extend(_public_bind_warnings(cast(list[str], settings["bind"])))

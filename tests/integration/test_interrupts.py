@@ -8,12 +8,15 @@ import takes 3 s, which keeps the stages wide enough to land in."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 import signal
 import subprocess
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -60,6 +63,21 @@ def entry(lab: LabHosts, entry_id: str) -> dict:
     return json.loads(lab.sh("web01", f"cat {HISTORY}/{entry_id}/meta.json"))
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid`, from /proc (children, their children, ...)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError):
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            children.setdefault(parent, []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 def run_until(inventory: str, stage: str, signum: int, *args: str) -> Stopped:
     """Run `djdeploy ARGS --json` and send it `signum` once its progress shows `stage` ended."""
     process = subprocess.Popen([DJDEPLOY, *args, "-i", inventory, "--json"], cwd=REPO, text=True,
@@ -69,14 +87,21 @@ def run_until(inventory: str, stage: str, signum: int, *args: str) -> Stopped:
     watchdog.start()
     try:
         seen: list[str] = []
+        doomed: list[int] = []
         for line in process.stderr:
             seen.append(line)
             if stage in line:
+                # A SIGKILLed controller stands for the whole machine dying: its
+                # ansible-playbook must not live on, orphaned, after the test.
+                doomed = descendants(process.pid) if signum == signal.SIGKILL else []
                 process.send_signal(signum)
                 break
         stdout, rest = process.communicate()
     finally:
         watchdog.cancel()
+        for pid in doomed:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
     stderr = "".join(seen) + rest
     assert any(stage in line for line in seen), f"the run never reached {stage!r}:\n{stderr}"
     document = json.loads(stdout) if stdout.strip() else {"hosts": {"web01": {}}}
