@@ -44,10 +44,13 @@ def workers_dir(tmp: Path) -> Path:
     return tmp / f"djdeploy-workers-{MASTER}"
 
 
-def hup(config: dict[str, Any], tmp: Path, last_old_age: int, wanted: int) -> None:
-    server = SimpleNamespace(cfg=SimpleNamespace(worker_tmp_dir=str(tmp), workers=wanted, preload_app=False),
-                             pid=MASTER, worker_age=last_old_age, LISTENERS=[])
+def hup(config: dict[str, Any], tmp: Path, last_old_age: int, wanted: int,
+        server: SimpleNamespace | None = None) -> SimpleNamespace:
+    server = server or SimpleNamespace(pid=MASTER, LISTENERS=[])
+    server.cfg = SimpleNamespace(worker_tmp_dir=str(tmp), workers=wanted, preload_app=False)
+    server.worker_age = last_old_age
     config["on_reload"](server)
+    return server
 
 
 def warm(tmp: Path, age: int, pid: int) -> None:
@@ -127,3 +130,21 @@ def test_the_master_clears_its_markers_when_it_exits(config, tmp_path):
     warm(tmp_path, age=6, pid=106)
     config["on_exit"](SimpleNamespace(cfg=SimpleNamespace(worker_tmp_dir=str(tmp_path)), pid=MASTER))
     assert not workers_dir(tmp_path).exists()
+
+
+def test_a_hup_that_moves_worker_tmp_dir_leaves_nothing_in_the_old_one(config, tmp_path):
+    old_dir, new_dir = tmp_path / "old", tmp_path / "new"
+    old_dir.mkdir()
+    new_dir.mkdir()
+    server = hup(config, old_dir, last_old_age=5, wanted=3)
+    warm(old_dir, age=6, pid=106)
+    hup(config, new_dir, last_old_age=8, wanted=3, server=server)
+    assert sorted(p.name for p in workers_dir(old_dir).iterdir()) == ["booted-6-106"]
+    # The old worker finds no handover where it started, so it leaves at once, and the
+    # directory leaves with it.
+    old = Worker(old_dir, age=6, pid=106)
+    config["_djdeploy_stop_after_handover"](old, 15, None)
+    assert old.stopped.is_set()
+    config["worker_exit"](None, old)
+    assert not workers_dir(old_dir).exists()
+    assert (workers_dir(new_dir) / "handover").read_text() == "8 3"
