@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Callable
@@ -115,6 +116,7 @@ def run_playbook(
         )
         collected.result.status = runner.status
         if runner.status == "canceled":
+            kill_leftovers(private_dir)
             return collected.result
         if not collected.saw_stats:
             # Ansible never got to run the play (bad inventory, a syntax error, a crash).
@@ -124,6 +126,27 @@ def run_playbook(
     if runner.status == "timeout":
         raise DjdeployError(f"the Ansible run ended: {runner.status}", ExitCode.ERROR)
     return collected.result
+
+
+def kill_leftovers(private_dir: str) -> list[int]:
+    """Kill every process still running with this run's private directory on its command line
+    (ansible-playbook and its forks: `-e @<private_dir>/env/extravars`); their pids.
+
+    ansible-runner's cancel does not always end ansible-playbook: one was seen left behind,
+    orphaned and blocked on a pipe, after a SIGTERM during verify. A cancelled run must leave
+    nothing running.
+    """
+    killed = []
+    marker = (private_dir.rstrip(os.sep) + os.sep).encode()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            pid = int(cmdline.parent.name)
+            if pid != os.getpid() and marker in cmdline.read_bytes():
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+        except (OSError, ValueError):
+            continue
+    return killed
 
 
 # The task Ansible puts first in a role with argument specs; it runs on the controller.

@@ -21,3 +21,22 @@ def test_a_failed_task_reports_its_own_message():
     collected = _Collector(None)
     collected.handle(event("runner_on_failed", {"msg": "non-zero return code", "failed": True}))
     assert collected.result.failures == {"web02": "non-zero return code"}
+
+
+def test_a_cancelled_run_kills_what_still_runs_with_its_private_directory(tmp_path):
+    import subprocess
+    import sys
+
+    from djdeploy.runner import kill_leftovers
+
+    private_dir = str(tmp_path / "djdeploy-run-x")
+    left = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "-e", f"@{private_dir}/env/extravars"])
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "unrelated"])
+    try:
+        assert kill_leftovers(private_dir) == [left.pid]
+        assert left.wait(10) == -9
+        assert other.poll() is None
+    finally:
+        for process in (left, other):
+            process.kill()
+            process.wait()
