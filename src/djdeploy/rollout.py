@@ -210,22 +210,31 @@ def running_bind(service: Mapping[str, Any]) -> list[str] | None:
     return None
 
 
-def restart_plan(unit_show: str, running_bind: list[str] | None, new_bind: list[str]) -> dict[str, Any]:
-    """{"held": bool, "why": str}: will connections wait through `systemctl restart` instead of
-    being refused?
+def restart_plan(unit_show: str, running_bind: list[str] | None, new_bind: list[str],
+                 handed: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """{"held": bool, "handed": bool, "why": str}: will connections wait through `systemctl
+    restart` instead of being refused?
 
     They do when systemd keeps the listening sockets open: a socket unit (socket activation),
-    or the file descriptor store that djdeploy's config has each master fill, as long as the
-    next master serves those same addresses (its config closes stored sockets of another bind
-    and binds anew). `unit_show` is `systemctl show -p MainPID,NFileDescriptorStore,TriggeredBy`.
+    or the file descriptor store that djdeploy's config has each master fill (or, for a master
+    not started from it, that djdeploy filled from that master: `handed`, the answer of the
+    `gunicorn_fdstore` module, if it ran), as long as the next master serves those same
+    addresses (its config closes stored sockets of another bind and binds anew). `unit_show`
+    is `systemctl show -p MainPID,NFileDescriptorStore,TriggeredBy` after any hand-over.
     """
     unit = _show_properties(unit_show)
     main_pid = int(unit.get("MainPID") or 0)
-    return {"main_pid": main_pid, **_restart_held(unit, main_pid, running_bind, new_bind)}
+    was_handed = bool(handed and handed.get("stored"))
+    held = _restart_held(unit, main_pid, running_bind, new_bind, (handed or {}).get("why"))
+    if was_handed and held["held"]:
+        held["why"] = ("systemd held the listening sockets, which djdeploy had handed it from the running master "
+                       "(not started from djdeploy's config, it had stored none), and the new master took them over: "
+                       "connections waited instead of being refused")
+    return {"main_pid": main_pid, "handed": was_handed, **held}
 
 
 def _restart_held(unit: Mapping[str, str], main_pid: int, running_bind: list[str] | None,
-                  new_bind: list[str]) -> dict[str, Any]:
+                  new_bind: list[str], not_handed: str | None) -> dict[str, Any]:
     if unit.get("TriggeredBy"):
         return {"held": True, "why": f"socket-activated by {unit['TriggeredBy']}: systemd keeps the socket "
                                      "open across the restart"}
@@ -233,9 +242,10 @@ def _restart_held(unit: Mapping[str, str], main_pid: int, running_bind: list[str
         return {"held": False, "why": "no master ran, so no socket was open to keep"}
     stored = int(unit.get("NFileDescriptorStore") or 0)
     if stored < len(new_bind):
+        tried = f" and djdeploy could not hand them over ({not_handed})" if not_handed else ""
         return {"held": False, "why": f"systemd holds {stored} of the {len(new_bind)} listening sockets (a "
-                                      "master not started from djdeploy's config stores none): connections "
-                                      "were refused until the new master listened"}
+                                      f"master not started from djdeploy's config stores none){tried}: "
+                                      "connections were refused until the new master listened"}
     if running_bind is not None and sorted(running_bind) != sorted(new_bind):
         return {"held": False, "why": f"the bind changed from {','.join(running_bind)} to "
                                       f"{','.join(new_bind)}, so the new master bound anew"}
@@ -264,6 +274,9 @@ def bridge_plan(restart: Mapping[str, Any], socket_swapped: bool, settings: Mapp
         return {**base, "why": "the socket unit changed, so no master could keep serving on the old socket"}
     if not restart.get("held"):
         return {**base, "why": "systemd does not hold the listening sockets for the next master"}
+    if restart.get("handed"):
+        return {**base, "why": "the running master was not started from djdeploy's config, so a copy of it would "
+                               "not tell when its workers are warm"}
     settings = settings or {}
     workers = settings.get("workers")
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:

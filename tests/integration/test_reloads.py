@@ -30,6 +30,7 @@ class Host:
         self.lab = lab
         self.url = lab.hosts["web01"]["url"].rstrip("/")
         self.inventory = self.inventory_with("warm-inventory.yml")
+        self.first_tune: tuple[dict, list, dict] | None = None  # (record, load samples, nginx failures)
 
     def inventory_with(self, name: str, **role_vars: object) -> str:
         inventory = yaml.safe_load(Path(self.lab.inventory).read_text())
@@ -123,9 +124,26 @@ class HealthSamples:
 def host(lab_factory) -> Host:
     lab = lab_factory("--hosts", "1", "--import-delay", "3")
     tuned = Host(lab)
-    record = tuned.tune()
-    assert (record["outcome"], record["settings"]["preload_app"]) == ("applied", True)
+    # The first tune, under load: a restart away from the unit the user wrote, whose master
+    # stored no sockets.
+    records: list[dict] = []
+    samples, nginx = tuned.under_load(lambda: records.append(tuned.tune()))
+    tuned.first_tune = (records[0], samples, nginx)
+    assert (records[0]["outcome"], records[0]["settings"]["preload_app"]) == ("applied", True)
     return tuned
+
+
+def test_the_first_tune_from_the_untuned_unit_refuses_no_connection(host):
+    record, samples, nginx = host.first_tune
+    assert record["change"] == "restart"
+    assert record["message"].startswith(
+        "restart: systemd held the listening sockets, which djdeploy had handed it from the running master (not "
+        "started from djdeploy's config, it had stored none)"), record["message"]
+    summary = summarize(samples)
+    assert summary["requests"] > 50
+    assert (summary["failed"], summary["errors"], nginx) == (0, [], {})
+    # The new master stored the socket it took over, for the next restart.
+    assert host.sh("systemctl show -p NFileDescriptorStore --value gunicorn").strip() == "1"
 
 
 def first_request_after_restart(host: Host) -> tuple[float, dict]:

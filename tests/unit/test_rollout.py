@@ -785,6 +785,41 @@ def test_restart_plan(shown: str, running: list[str] | None, new: list[str], hel
     assert why in result["why"]
 
 
+HANDED = {"changed": True, "stored": ["127.0.0.1:8000"], "why": "djdeploy handed systemd the running master's "
+                                                                  "listening sockets (127.0.0.1:8000)"}
+NOT_HANDED = {"changed": False, "stored": [], "why": "pidfd_getfd of the master's socket 5: Operation not permitted"}
+
+
+@pytest.mark.parametrize(
+    ("shown", "handed", "held", "was_handed", "why"),
+    [
+        (unit_show(stored=1), HANDED, True, True,
+         "systemd held the listening sockets, which djdeploy had handed it from the running master (not started "
+         "from djdeploy's config, it had stored none), and the new master took them over"),
+        (unit_show(stored=0), NOT_HANDED, False, False,
+         "systemd holds 0 of the 1 listening sockets (a master not started from djdeploy's config stores none) and "
+         "djdeploy could not hand them over (pidfd_getfd of the master's socket 5: Operation not permitted): "
+         "connections were refused until the new master listened"),
+        # The master had stored its own: the module had nothing to do, and the plan is as without it.
+        (unit_show(stored=1), {"changed": False, "stored": [], "why": "systemd holds sockets for gunicorn.service "
+                                                                       "already"},
+         True, False, "systemd held the listening sockets and the new master took them over"),
+        (unit_show(stored=0), None, False, False, "stores none): connections were refused"),
+    ],
+)
+def test_restart_plan_after_a_hand_over(shown: str, handed: dict | None, held: bool, was_handed: bool,
+                                        why: str) -> None:
+    result = rollout.restart_plan(shown, None, ["127.0.0.1:8000"], handed)
+    assert (result["held"], result["handed"]) == (held, was_handed)
+    assert why in result["why"]
+
+
+def test_sockets_handed_to_a_master_that_binds_elsewhere_are_not_held() -> None:
+    result = rollout.restart_plan(unit_show(stored=1), ["127.0.0.1:8000"], ["127.0.0.1:8001"], HANDED)
+    assert result["held"] is False
+    assert "the bind changed from 127.0.0.1:8000 to 127.0.0.1:8001" in result["why"]
+
+
 def test_restart_plan_names_the_master_that_runs() -> None:
     assert rollout.restart_plan(unit_show(main_pid=812), None, ["127.0.0.1:8000"])["main_pid"] == 812
     assert rollout.restart_plan(unit_show(main_pid=0), None, ["127.0.0.1:8000"])["main_pid"] == 0
@@ -808,6 +843,9 @@ SETTINGS = {"workers": 5, "worker_tmp_dir": "/dev/shm", "graceful_timeout": 35}
         (HELD, False, None, False, "the number of workers to wait for is not known"),
         (HELD, False, {"workers": 0}, False, "the number of workers to wait for is not known"),
         (HELD, False, {"workers": True}, False, "the number of workers to wait for is not known"),
+        ({**HELD, "handed": True}, False, SETTINGS, False,
+         "the running master was not started from djdeploy's config, so a copy of it would not tell when its "
+         "workers are warm"),
     ],
 )
 def test_bridge_plan(restart: dict, swapped: bool, settings: dict | None, use: bool, why: str) -> None:
