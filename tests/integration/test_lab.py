@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
 import urllib.request
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -72,6 +75,33 @@ def test_two_confined_hosts_serve_the_demo_app_and_leave_nothing_behind(lab_fact
     existing_netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert not any(ns in existing_netns for ns in netns)
     assert not any(Path("/sys/class/net", veth).exists() for veth in veths)
+
+
+def test_a_lab_chooses_its_slot_only_under_the_lock_every_lab_shares():
+    # Each lab's lock is its own, but the slot (addresses, netns names) is chosen among all
+    # labs: two `lab up` at the same moment once both took the same free slot. While another
+    # command holds the shared lock, a new lab must wait before it chooses one.
+    name = f"t{uuid.uuid4().hex[:8]}"
+    state = Path("/var/lib/djdeploy/labs") / name / "state.json"
+    with open("/var/lib/djdeploy/labs/.slots.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        up = subprocess.Popen([DJDEPLOY, "lab", "up", "--json"], env={**os.environ, "DJDEPLOY_LAB": name},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 120
+            # It gets as far as its own state (lab lock, image, key), then waits for the slot.
+            while not state.exists() and up.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            time.sleep(3)
+            assert up.poll() is None, up.communicate()
+            assert json.loads(state.read_text())["slot"] is None
+        finally:
+            fcntl.flock(held, fcntl.LOCK_UN)
+            out, err = up.communicate(timeout=300)
+            djdeploy("lab", "down", lab=name)
+    assert up.returncode == 0, err
+    assert json.loads(out)["hosts"][0]["host"] == "web01"
+    assert _lab_traces(name) == {"state": [], "nspawn": [], "cgroups": [], "mounts": []}
 
 
 def test_a_host_already_up_is_refused_and_left_running(lab_factory):

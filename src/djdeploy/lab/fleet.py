@@ -127,6 +127,14 @@ class Lab:
                 ) from None
             yield
 
+    @contextmanager
+    def _slots_locked(self) -> Iterator[None]:
+        labs = self.home / "labs"
+        labs.mkdir(parents=True, exist_ok=True)
+        with open(labs / ".slots.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
     # --- up ------------------------------------------------------------------------------
 
     def up(
@@ -146,9 +154,13 @@ class Lab:
             self._forget_dead(state, names)
             rootfs = image.ensure_image(self.home / "images", self.log)
             self._ensure_key()
-            if state["slot"] is None:
-                state["slot"] = self._free_slot()
             self._save(state)
+            if state["slot"] is None:
+                # Slots are shared by every lab: two labs coming up at once must not both
+                # choose the one neither has saved yet.
+                with self._slots_locked():
+                    state["slot"] = self._free_slot()
+                    self._save(state)
             for attempt in range(1, BOOT_ATTEMPTS + 1):
                 created: list[str] = []
                 try:
