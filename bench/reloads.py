@@ -6,10 +6,12 @@ Scenarios, in this order on one host (so they share the machine's noise):
   untuned  gunicorn's defaults (the lab's unit): a plain HUP, then a stop/start of the
            service, then the first requests after a full restart;
   first tune  djdeploy tune from the untuned unit (a restart);
-  tuned    --cycles tune/rollback cycles under load (cycle_command, each a HUP), a restart of a changed
-           unit (systemd's file descriptor store holds the socket); then the switch to socket
-           activation, a restart of a changed unit under socket activation; the first requests
-           after a full restart are measured before the switch;
+  tuned    --cycles tune/rollback cycles under load (cycle_command, each a HUP), then BARE_HUPS
+           plain HUPs sent from inside the host (the same reload without Ansible around it), a
+           restart of a changed unit (systemd's file descriptor store holds the socket); then
+           the switch to socket activation, a restart of a changed unit under socket
+           activation; the first requests after FIRST_RESTARTS full restarts are measured
+           before the switch;
   no preload  the same host with preload turned off (a restart), then NO_PRELOAD_CYCLES
            tune/rollback cycles: each HUP makes every new worker import the app (3 s) while the
            old ones keep serving.
@@ -22,6 +24,13 @@ Ansible run that shares these 2 cores with the lab host), the steady p50/p99 of 
 configuration measured in the same run, and their ratios. Prints a table and writes it as
 JSON. The lab host is always brought down, on errors and Ctrl-C too.
 
+The controller (djdeploy, ansible-playbook, ssh) runs in a cgroup v1 cpu group with
+cpu.shares=CONTROLLER_CPU_SHARES: in production it runs on another machine (a laptop, AWX),
+here it shares the lab host's 2 cores, and at equal weight its CPU alone doubled the reload
+window's p99 (2.73x against 2.00x, 6 cycles each, one run). The host side of the Ansible run
+(sshd, the modules' Python) runs inside the lab host at full weight and stays in the figures.
+Without a cpu hierarchy the controller runs at full weight and the JSON says so.
+
 The load is `djdeploy.lab.load.Load`: wrk reports only aggregates, and the window of a
 reload needs every request's start time and latency.
 """
@@ -29,8 +38,10 @@ reload needs every request's start time and latency.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import statistics
 import signal
 import subprocess
 import sys
@@ -51,7 +62,10 @@ PATH = "/dashboard/"
 CONNECTIONS, RATE = 4, 8.0  # 32 requests/s: moderate for 2 cores shared with gunicorn and nginx
 STEADY_SECONDS, SETTLE_SECONDS = 15.0, 5.0
 NO_PRELOAD_CYCLES = 3
-FIRST_REQUESTS = 5
+FIRST_REQUESTS, FIRST_RESTARTS = 5, 3
+BARE_HUPS = 6
+CONTROLLER_CPU_SHARES = 2  # of the 1024 every other group of processes on the machine has
+CPU_CGROUP = Path("/sys/fs/cgroup/cpu")
 MAX_LATENCY_TARGET = 0.250  # P2
 ACCESS_LOG = "/var/log/nginx/access.log"
 
@@ -62,15 +76,38 @@ def cycle_command(i: int, *extra: str) -> list[str]:
     return ["tune", "web01", *extra, "--set", "max_requests=1200"] if i % 2 == 0 else ["rollback", "web01"]
 
 
+@contextlib.contextmanager
+def controller_cgroup():
+    """A cpu cgroup with a small weight for the controller's commands; None without one."""
+    if not (CPU_CGROUP / "cpu.shares").exists():
+        yield None
+        return
+    path = CPU_CGROUP / f"djdeploy-bench-controller-{os.getpid()}"
+    path.mkdir()
+    try:
+        (path / "cpu.shares").write_text(str(CONTROLLER_CPU_SHARES))
+        yield path
+    finally:
+        # Its commands have ended (each is waited for); move any straggler out so it can go.
+        for pid in (path / "cgroup.procs").read_text().split():
+            with contextlib.suppress(OSError):
+                (CPU_CGROUP / "cgroup.procs").write_text(pid)
+        path.rmdir()
+
+
 class Bench:
-    def __init__(self) -> None:
+    def __init__(self, controller: Path | None = None) -> None:
         self.host: dict = {}
         self.inventory = ""
         self.socket_inventory = ""
+        self.controller = controller
 
-    def djdeploy(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    def djdeploy(self, *args: str, check: bool = True, as_controller: bool = False) -> subprocess.CompletedProcess:
+        # Only the runs that drive Ansible: a lab host started from the group would be in it too.
+        procs = self.controller / "cgroup.procs" if as_controller and self.controller else None
         done = subprocess.run([DJDEPLOY, *args], capture_output=True, text=True, cwd=REPO,
-                              env={**os.environ, "DJDEPLOY_LAB": LAB}, timeout=900)
+                              env={**os.environ, "DJDEPLOY_LAB": LAB}, timeout=900,
+                              preexec_fn=(lambda: procs.write_text(str(os.getpid()))) if procs else None)
         if check and done.returncode != 0:
             raise RuntimeError(f"djdeploy {' '.join(args)} exited {done.returncode}:\n{done.stderr[-3000:]}")
         return done
@@ -106,7 +143,8 @@ class Bench:
 
     def run_cycle(self, i: int, *extra: str) -> str:
         command = cycle_command(i, *extra)
-        return self.tune(*command[1:])["change"] if command[0] == "tune" else self.djdeploy(*command).stdout
+        return (self.tune(*command[1:])["change"] if command[0] == "tune"
+                else self.djdeploy(*command, as_controller=True).stdout)
 
     def hangups(self, since: float, until: float) -> list[float]:
         """When the master logged each HUP (the lab host shares this machine's clock)."""
@@ -115,7 +153,8 @@ class Bench:
         return [float(line.split()[0]) for line in lines if since <= float(line.split()[0]) < until]
 
     def tune(self, *args: str, inventory: str | None = None) -> dict:
-        done = self.djdeploy("tune", *args, "-i", inventory or self.inventory, "--json", check=False)
+        done = self.djdeploy("tune", *args, "-i", inventory or self.inventory, "--json", check=False,
+                             as_controller=True)
         record = json.loads(done.stdout)["hosts"]["web01"]
         if done.returncode != 0:
             raise RuntimeError(f"tune {' '.join(args)} exited {done.returncode}: {record['message']}")
@@ -143,25 +182,42 @@ class Bench:
         time.sleep(STEADY_SECONDS)
         return summarize(load.samples(), start, time.time())
 
+    def bare_hangups(self) -> str:
+        """BARE_HUPS plain HUPs from inside the host, one reload window apart."""
+        pause = SETTLE_SECONDS + 1
+        self.on_host(f"for i in $(seq {BARE_HUPS}); do sleep {pause}; systemctl reload gunicorn; done")
+        return f"{BARE_HUPS} x systemctl reload"
+
     def first_requests(self) -> dict:
-        """Restart with no load, then the first requests as soon as systemctl returns."""
-        self.on_host("systemctl restart gunicorn")
+        """FIRST_RESTARTS times: restart with no load, then the first requests as soon as
+        systemctl returns. One request against a p50 of ~15 ms moves with the machine's noise,
+        so the figure is the median of the first requests; the slowest is kept beside it."""
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        latencies = []
-        for _ in range(FIRST_REQUESTS):
-            clock = time.perf_counter()
-            with opener.open(self.url, timeout=60) as response:
-                response.read()
-                assert response.status == 200, response.status
-            latencies.append(time.perf_counter() - clock)
-        return {"first": latencies[0], "max_of_first": max(latencies), "latencies": latencies}
+        restarts = []
+        for _ in range(FIRST_RESTARTS):
+            self.on_host("systemctl restart gunicorn")
+            latencies = []
+            for _ in range(FIRST_REQUESTS):
+                clock = time.perf_counter()
+                with opener.open(self.url, timeout=60) as response:
+                    response.read()
+                    assert response.status == 200, response.status
+                latencies.append(time.perf_counter() - clock)
+            restarts.append(latencies)
+        firsts = [latencies[0] for latencies in restarts]
+        return {"first": statistics.median(firsts), "slowest_first": max(firsts), "latencies": restarts}
 
 
 def run(cycles: int) -> dict:
-    bench = Bench()
+    with controller_cgroup() as controller:
+        return run_with(Bench(controller), cycles)
+
+
+def run_with(bench: Bench, cycles: int) -> dict:
     result: dict = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "lab": LAB,
                     "import_delay_s": float(IMPORT_DELAY), "path": PATH,
                     "load": {"connections": CONNECTIONS, "rate_per_connection": RATE},
+                    "controller_cpu_shares": CONTROLLER_CPU_SHARES if bench.controller else None,
                     "loadavg_before": os.getloadavg()}
     try:
         bench.up()
@@ -180,6 +236,7 @@ def run(cycles: int) -> dict:
             windows = [bench.window(load, f"djdeploy: cycle {i // 2 + 1} {'tune' if i % 2 == 0 else 'rollback'}",
                                     lambda i=i: bench.run_cycle(i))
                        for i in range(2 * cycles)]
+            bare = bench.window(load, f"djdeploy's config: {BARE_HUPS} plain HUPs, no Ansible", bench.bare_hangups)
             unit_change = bench.window(load, "djdeploy: changed unit (restart)",
                                        lambda: bench.tune("web01", "--set", "graceful_timeout=35")["message"])
             samples = load.samples()
@@ -214,6 +271,7 @@ def run(cycles: int) -> dict:
             row(stop_start, untuned_steady, None),
             row(first_tune, tuned_steady, None),
             row(cycles_row, tuned_steady, tuned_first),
+            row(bare, tuned_steady, None),
             row(unit_change, tuned_steady, None),
             row(to_no_preload, no_preload_steady, None),
             row(no_preload_row, no_preload_steady, None),
@@ -268,7 +326,8 @@ def row(window: dict, steady: dict, first: dict | None) -> dict:
                                        if window["reload"]["p99"] is not None else None),
         "first_request_ms": ms(first["first"]) if first else None,
         "first_over_steady_p50": round(first["first"] / steady["p50"], 2) if first else None,
-        "first_requests_ms": [ms(x) for x in first["latencies"]] if first else None,
+        "slowest_first_request_ms": ms(first["slowest_first"]) if first else None,
+        "first_requests_ms": [[ms(x) for x in latencies] for latencies in first["latencies"]] if first else None,
     }
 
 
@@ -278,7 +337,8 @@ def targets(cycles_row: dict, steady: dict, first: dict, cycles: int) -> dict:
         f"P1: {cycles} cycles, 0 failed requests": failed == 0,
         "P2: slowest request during a tune <= 250 ms": cycles_row["max"] <= MAX_LATENCY_TARGET,
         "P2: reload window p99 <= 2 x steady p99": cycles_row["reload"]["p99"] <= 2 * steady["p99"],
-        "P3: first request after a restart <= 1.5 x steady p50": first["first"] <= 1.5 * steady["p50"],
+        f"P3: first request after a restart (median of {FIRST_RESTARTS}) <= 1.5 x steady p50":
+            first["first"] <= 1.5 * steady["p50"],
     }
 
 
