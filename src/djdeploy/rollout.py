@@ -212,8 +212,8 @@ def running_bind(service: Mapping[str, Any]) -> list[str] | None:
 
 def restart_plan(unit_show: str, running_bind: list[str] | None, new_bind: list[str],
                  handed: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """{"held": bool, "handed": bool, "why": str}: will connections wait through `systemctl
-    restart` instead of being refused?
+    """{"held": bool, "handed": bool, "socket_unit": str | None, "why": str}: will connections
+    wait through `systemctl restart` instead of being refused?
 
     They do when systemd keeps the listening sockets open: a socket unit (socket activation),
     or the file descriptor store that djdeploy's config has each master fill (or, for a master
@@ -230,7 +230,7 @@ def restart_plan(unit_show: str, running_bind: list[str] | None, new_bind: list[
         held["why"] = ("systemd held the listening sockets, which djdeploy had handed it from the running master "
                        "(not started from djdeploy's config, it had stored none), and the new master took them over: "
                        "connections waited instead of being refused")
-    return {"main_pid": main_pid, "handed": was_handed, **held}
+    return {"main_pid": main_pid, "handed": was_handed, "socket_unit": unit.get("TriggeredBy") or None, **held}
 
 
 def _restart_held(unit: Mapping[str, str], main_pid: int, running_bind: list[str] | None,
@@ -306,8 +306,10 @@ def restart_message(restart: Mapping[str, Any], bridge: Mapping[str, Any], socke
         reason = str(bridge_result.get("msg") or "it did not start").rstrip(".")
         return (f"restart: no warm bridge master served ({reason}; it was removed), so requests waited while the "
                 f"new master loaded the app; {restart['why']}")
+    holder = (f"the socket unit {restart['socket_unit']} kept the listening sockets open"
+              if restart.get("socket_unit") else "systemd held the listening sockets")
     return (f"restart: a warm bridge master (pid {pid}) served while the new one loaded the app, so no request "
-            "waited for it; systemd held the listening sockets and the new master took them over")
+            f"waited for it; {holder} and the new master took them over")
 
 
 def _show_properties(text: str) -> dict[str, str]:

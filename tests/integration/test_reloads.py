@@ -266,6 +266,18 @@ def test_without_preload_each_worker_imports_the_urlconf_before_it_accepts(host)
     assert health["urlconf_import_pid"] == health["pid"] != host.master_pid()
 
 
+def test_a_restart_returns_once_a_worker_is_warm_so_the_first_request_waits_for_no_import(host):
+    # Runs after the test above, without preload: each worker imports the URLconf (3 s) after
+    # the fork, and gunicorn's own READY=1, sent before any fork, would let systemctl return
+    # while none could answer.
+    assert "\npreload_app = False\n" in host.sh(f"cat {CONFIG}")
+    asked_at, health = first_request_after_restart(host)
+    assert health["urlconf_imported_at"] < asked_at
+    assert health["urlconf_import_pid"] == health["pid"] != host.master_pid()
+    status = host.sh("systemctl show -p StatusText --value gunicorn").strip()
+    assert re.fullmatch(r"gunicorn: [1-9]\d* of \d+ workers warm", status), status
+
+
 def test_without_preload_a_hup_keeps_the_old_workers_serving_until_the_new_ones_are_warm(host):
     # Runs after the test above: the master does not preload, so each new worker imports the
     # URLconf (3 s) after a HUP; gunicorn alone would stop the old workers at once.

@@ -820,6 +820,12 @@ def test_sockets_handed_to_a_master_that_binds_elsewhere_are_not_held() -> None:
     assert "the bind changed from 127.0.0.1:8000 to 127.0.0.1:8001" in result["why"]
 
 
+def test_restart_plan_names_the_socket_unit_that_holds_the_socket() -> None:
+    assert rollout.restart_plan(unit_show(triggered_by="gunicorn.socket"), None, ["127.0.0.1:8000"])[
+        "socket_unit"] == "gunicorn.socket"
+    assert rollout.restart_plan(unit_show(stored=1), None, ["127.0.0.1:8000"])["socket_unit"] is None
+
+
 def test_restart_plan_names_the_master_that_runs() -> None:
     assert rollout.restart_plan(unit_show(main_pid=812), None, ["127.0.0.1:8000"])["main_pid"] == 812
     assert rollout.restart_plan(unit_show(main_pid=0), None, ["127.0.0.1:8000"])["main_pid"] == 0
@@ -870,7 +876,11 @@ UNUSED = rollout.bridge_plan(NOT_HELD, False, SETTINGS, 60)
     ("restart", "bridge", "swapped", "result", "says"),
     [
         (HELD, USED, False, {"changed": True, "bridge": {"pid": 4242, "scope": "djdeploy-bridge-4242.scope"}},
-         "restart: a warm bridge master (pid 4242) served while the new one loaded the app, so no request waited"),
+         "restart: a warm bridge master (pid 4242) served while the new one loaded the app, so no request waited "
+         "for it; systemd held the listening sockets and the new master took them over"),
+        ({**HELD, "socket_unit": "gunicorn.socket"}, USED, False, {"changed": True, "bridge": {"pid": 4242}},
+         "restart: a warm bridge master (pid 4242) served while the new one loaded the app, so no request waited "
+         "for it; the socket unit gunicorn.socket kept the listening sockets open and the new master took them over"),
         (HELD, USED, False, {"changed": False, "msg": "the bridge master (pid 4242) had 2 of 5 workers ready after "
                                                       "the time limit"},
          "restart: no warm bridge master served (the bridge master (pid 4242) had 2 of 5 workers ready after the "
