@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -56,7 +58,7 @@ class Master:
     """What the hooks use of gunicorn's arbiter; `boot` is what its workers do once forked."""
 
     def __init__(self, tmp: Path, boot: list[str], timeout: float = 30.0):
-        self.pid, self.LISTENERS = MASTER, []
+        self.pid, self.LISTENERS, self.WORKERS = MASTER, [], {}
         self.cfg = SimpleNamespace(worker_tmp_dir=str(tmp), workers=3, preload_app=False, timeout=timeout,
                                    address=[("127.0.0.1", 8000)])
         self.log = SimpleNamespace(info=lambda *args: None, exception=lambda *args: None)
@@ -99,6 +101,32 @@ def test_ready_comes_once_a_worker_is_warm_and_not_before_the_workers_are_forked
 def test_no_ready_when_the_workers_cannot_boot_so_the_start_fails(config, systemd, tmp_path):
     start(config, Master(tmp_path, boot=["unbooted"]))
     assert not any("READY=1" in message for message in received(systemd))
+
+
+def test_no_ready_when_a_worker_exited_without_leaving_a_marker(config, systemd, tmp_path):
+    # worker_tmp_dir missing: the worker dies before it can mark anything.
+    dead = subprocess.Popen(["true"])
+    try:
+        master = Master(tmp_path, boot=[])
+        master.WORKERS = {dead.pid: object()}
+        deadline = time.monotonic() + 10
+        while open(f"/proc/{dead.pid}/stat").read().rpartition(")")[2].split()[0] != "Z":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        start(config, master)
+        assert not any("READY=1" in message for message in received(systemd))
+    finally:
+        dead.wait()
+
+
+def test_a_worker_still_booting_is_waited_for(config, tmp_path):
+    booting = subprocess.Popen(["sleep", "30"])
+    try:
+        assert config["_djdeploy_exited"](booting.pid) is False
+    finally:
+        booting.kill()
+        booting.wait()
+    assert config["_djdeploy_exited"](booting.pid) is True
 
 
 def test_ready_after_gunicorns_worker_timeout_if_no_worker_says_anything(config, systemd, tmp_path):
