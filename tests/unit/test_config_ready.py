@@ -15,22 +15,14 @@ from typing import Any
 
 import pytest
 
-from test_unit_templates import render
+from test_unit_templates import gunicorn_config
 
 MASTER = 4242
 
 
 @pytest.fixture
 def config() -> dict[str, Any]:
-    text = render(
-        "gunicorn.conf.py.j2",
-        djdeploy_run={"id": "r1", "who": "ops@ctl", "command": "djdeploy tune web01"},
-        _gunicorn_plan={"inputs": {"cpus": 2}, "reasons": {"workers": "workers: 3"}, "warnings": []},
-        _gunicorn_config_values={"workers": 3, "worker_tmp_dir": "/dev/shm"},
-    )
-    namespace: dict[str, Any] = {}
-    exec(compile(text, "gunicorn.conf.py", "exec"), namespace)
-    return namespace
+    return gunicorn_config(workers=3)
 
 
 @pytest.fixture

@@ -54,6 +54,19 @@ def render(template: str, **changes: Any) -> str:
     return env.get_template(template).render(context)
 
 
+def gunicorn_config(workers: int) -> dict[str, Any]:
+    """The rendered gunicorn.conf.py run as gunicorn runs it: its module namespace."""
+    text = render(
+        "gunicorn.conf.py.j2",
+        djdeploy_run={"id": "r1", "who": "ops@ctl", "command": "djdeploy tune web01"},
+        _gunicorn_plan={"inputs": {"cpus": 2}, "reasons": {"workers": f"workers: {workers}"}, "warnings": []},
+        _gunicorn_config_values={"workers": workers, "worker_tmp_dir": "/dev/shm"},
+    )
+    namespace: dict[str, Any] = {}
+    exec(compile(text, "gunicorn.conf.py", "exec"), namespace)
+    return namespace
+
+
 def directives(unit_text: str) -> list[list[str]]:
     return [line.split("=", 1) for line in unit_text.splitlines() if re.match(r"^[A-Z]\w*=", line)]
 
