@@ -117,6 +117,38 @@ def test_a_second_term_does_not_start_a_second_wait(config, tmp_path):
     assert not old.stopped.is_set()
 
 
+@pytest.mark.parametrize("preload, after_a_hup, age, warms", [
+    (True, False, 1, True),    # the first workers, which READY=1 waits for
+    (True, False, 5, True),
+    (True, False, 6, False),   # forked later (max_requests, a dead worker): the master is warm
+    (True, True, 6, False),    # a HUP's: old workers serve while it starts
+    (True, True, 12, False),
+    (False, False, 6, True),   # without preload the app, and so the warm-up, is each worker's own
+    (False, True, 6, True),
+])
+def test_with_preload_only_a_masters_first_workers_warm_up_themselves(tmp_path, monkeypatch,
+                                                                      preload, after_a_hup, age, warms):
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)  # gunicorn forks the workers itself then
+    config = gunicorn_config(workers=5)
+    master = SimpleNamespace(pid=MASTER, LISTENERS=[], log=SimpleNamespace(info=lambda *args: None),
+                             cfg=SimpleNamespace(worker_tmp_dir=str(tmp_path), workers=5, preload_app=preload))
+    monkeypatch.setitem(config, "gc", SimpleNamespace(freeze=lambda: None))  # not pytest's heap
+    config["when_ready"](master)
+    if after_a_hup:
+        config = gunicorn_config(workers=5)  # a HUP runs the file afresh, as gunicorn does
+        monkeypatch.setitem(config, "_djdeploy_warm_up", lambda log, app: None)  # the master's
+        hup(config, tmp_path, last_old_age=5, wanted=5, server=master)
+    warmed = []
+    monkeypatch.setitem(config, "_djdeploy_warm_up", lambda log, app: warmed.append(app))
+    monkeypatch.setitem(config, "signal", SimpleNamespace(signal=lambda *args: None, siginterrupt=lambda *args: None,
+                                                          SIGTERM=15))
+    worker = Worker(tmp_path, age=age, pid=100 + age)
+    worker.cfg.preload_app, worker.wsgi = preload, "the app"
+    config["post_worker_init"](worker)
+    assert warmed == (["the app"] if warms else [])
+    assert (workers_dir(tmp_path) / f"booted-{age}-{100 + age}").exists()  # warm either way
+
+
 def test_the_master_clears_its_markers_when_it_exits(config, tmp_path):
     hup(config, tmp_path, last_old_age=5, wanted=3)
     warm(tmp_path, age=6, pid=106)
