@@ -149,6 +149,40 @@ def test_with_preload_only_a_masters_first_workers_warm_up_themselves(tmp_path, 
     assert (workers_dir(tmp_path) / f"booted-{age}-{100 + age}").exists()  # warm either way
 
 
+@pytest.mark.parametrize("preload_at_start, preload_at_hups, master_warm_ups, freezes_at_hups", [
+    (True, [True, True], ["at start"], 0),            # the master keeps its warm app across HUPs
+    (False, [True, True], ["at HUP 1"], 1),           # a HUP that turns preload on loads the app then
+    (False, [False, False], [], 0),                   # without preload the workers warm themselves
+    (True, [False, True], ["at start"], 0),           # turning preload off keeps the master's app
+])
+def test_the_master_warms_its_app_once_whatever_the_hups(tmp_path, monkeypatch, preload_at_start, preload_at_hups,
+                                                         master_warm_ups, freezes_at_hups):
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    for name in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"):
+        monkeypatch.delenv(name, raising=False)
+    moment = ["at start"]
+    warm_ups, freezes = [], []
+    master = SimpleNamespace(pid=MASTER, LISTENERS=[], log=SimpleNamespace(info=lambda *args: None),
+                             app=SimpleNamespace(wsgi=lambda: "the app"),
+                             cfg=SimpleNamespace(worker_tmp_dir=str(tmp_path), workers=3, address=[],
+                                                 preload_app=preload_at_start))
+
+    def fresh_config() -> dict[str, Any]:  # gunicorn runs the file afresh at each HUP
+        config = gunicorn_config(workers=3)
+        monkeypatch.setitem(config, "_djdeploy_warm_up", lambda log, app: warm_ups.append(moment[0]))
+        monkeypatch.setitem(config, "gc", SimpleNamespace(freeze=lambda: freezes.append(moment[0])))
+        return config
+
+    fresh_config()["on_starting"](master)
+    for i, preload in enumerate(preload_at_hups, 1):
+        moment[0] = f"at HUP {i}"
+        master.cfg.preload_app = preload
+        master.worker_age = 3 * i
+        fresh_config()["on_reload"](master)
+    assert warm_ups == master_warm_ups
+    assert len(freezes) == freezes_at_hups
+
+
 def test_the_master_clears_its_markers_when_it_exits(config, tmp_path):
     hup(config, tmp_path, last_old_age=5, wanted=3)
     warm(tmp_path, age=6, pid=106)
