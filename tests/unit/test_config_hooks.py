@@ -12,24 +12,19 @@ from typing import Any
 
 import pytest
 
-from test_unit_templates import render
+from test_unit_templates import gunicorn_config
 
-VALUES = {"bind": ["127.0.0.1:8000"], "control_socket": "/run/gunicorn/gunicorn.ctl", "workers": 2,
-          "worker_tmp_dir": "/dev/shm", "preload_app": True, "djdeploy_warm_up_paths": [],
-          "djdeploy_warm_up_host": "localhost"}
+VALUES = {"bind": ["127.0.0.1:8000"], "control_socket": "/run/gunicorn/gunicorn.ctl", "preload_app": True,
+          "djdeploy_warm_up_paths": [], "djdeploy_warm_up_host": "localhost"}
 
 
 def load_config(monkeypatch: pytest.MonkeyPatch, environ: dict[str, str]) -> dict[str, Any]:
-    text = render("gunicorn.conf.py.j2", _gunicorn_config_values=VALUES,
-                  _gunicorn_plan={"inputs": {}, "reasons": {}, "warnings": []},
-                  djdeploy_run={"id": "r1", "who": "ops@ctl", "command": "djdeploy tune web01"})
+    """The config as a master started with `environ` (and none of systemd's socket variables) runs it."""
     for name in ("GUNICORN_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"):
         monkeypatch.delenv(name, raising=False)
     for name, value in environ.items():
         monkeypatch.setenv(name, value)
-    namespace: dict[str, Any] = {"__name__": "gunicorn_conf"}
-    exec(compile(text, "gunicorn.conf.py", "exec"), namespace)
-    return namespace
+    return gunicorn_config(workers=2, **VALUES)
 
 
 def test_the_services_master_keeps_the_configured_control_socket(monkeypatch) -> None:

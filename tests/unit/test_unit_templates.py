@@ -54,13 +54,13 @@ def render(template: str, **changes: Any) -> str:
     return env.get_template(template).render(context)
 
 
-def gunicorn_config(workers: int) -> dict[str, Any]:
+def gunicorn_config(workers: int, **values: Any) -> dict[str, Any]:
     """The rendered gunicorn.conf.py run as gunicorn runs it: its module namespace."""
     text = render(
         "gunicorn.conf.py.j2",
         djdeploy_run={"id": "r1", "who": "ops@ctl", "command": "djdeploy tune web01"},
         _gunicorn_plan={"inputs": {"cpus": 2}, "reasons": {"workers": f"workers: {workers}"}, "warnings": []},
-        _gunicorn_config_values={"workers": workers, "worker_tmp_dir": "/dev/shm"},
+        _gunicorn_config_values={"workers": workers, "worker_tmp_dir": "/dev/shm", **values},
     )
     namespace: dict[str, Any] = {}
     exec(compile(text, "gunicorn.conf.py", "exec"), namespace)
