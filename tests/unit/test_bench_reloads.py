@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench import reloads
+from djdeploy.lab.load import Sample
 
 
 def test_the_controller_runs_in_a_low_weight_cpu_group_that_is_gone_afterwards() -> None:
@@ -57,6 +58,30 @@ STEADY = {"p50": 0.020, "p99": 0.040}
 def test_targets_are_judged_against_the_steady_state_of_the_same_run(cycles, first, expected) -> None:
     judged = reloads.targets(cycles, STEADY, {"first": first}, cycles=20)
     assert list(judged.values()) == expected
+
+
+def test_the_tuned_baseline_pools_the_quiet_slices_and_nothing_of_the_reload_windows() -> None:
+    def sample(start: float, latency: float) -> Sample:
+        return Sample(start=start, latency=latency, status=200)
+
+    slices = [(10.0, 13.0), (30.0, 33.0)]
+    quiet = [sample(10.0, 0.010), sample(12.9, 0.030), sample(30.5, 0.020), sample(32.99, 0.040)]
+    reloads_and_edges = [sample(5.0, 0.500), sample(13.0, 0.400), sample(20.0, 0.300), sample(33.0, 0.200)]
+    steady = reloads.steady_between(reloads_and_edges[:2] + quiet[:2] + reloads_and_edges[2:] + quiet[2:], slices)
+    assert steady["requests"] == 4
+    assert steady["max"] == pytest.approx(0.040)
+    assert steady["p50"] == pytest.approx(reloads.summarize(quiet)["p50"])
+
+
+def test_the_table_names_both_baselines_and_the_targets_on_each() -> None:
+    result = {"rows": [], "targets": {"P2: x": True}, "targets_on_single_window": {"P2: x": False},
+              "baselines": {reloads.BETWEEN_CYCLES: {"requests": 3800, "p50_ms": 20.0, "p99_ms": 40.0},
+                            reloads.SINGLE_WINDOW: {"requests": 480, "p50_ms": 21.0, "p99_ms": 60.0}}}
+    lines = reloads.table(result).splitlines()
+    assert f"baseline {reloads.BETWEEN_CYCLES}: 3800 requests, p50 20.0 ms, p99 40.0 ms" in lines
+    assert f"baseline {reloads.SINGLE_WINDOW}: 480 requests, p50 21.0 ms, p99 60.0 ms" in lines
+    assert lines.index("PASS  P2: x") < lines.index(f"On the baseline {reloads.SINGLE_WINDOW}:") \
+        < lines.index("FAIL  P2: x")
 
 
 def test_the_first_request_figure_is_the_median_of_the_restarts_and_keeps_the_slowest(monkeypatch) -> None:
