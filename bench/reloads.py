@@ -177,6 +177,8 @@ class Bench:
         time.sleep(SETTLE_SECONDS)
         samples = load.samples()
         inside = [s for s in samples if start <= s.start < end]
+        if not inside:
+            raise RuntimeError(f"{name}: the load sent no request in this window (did it reach its max_seconds?)")
         # Where in the window the slowest requests were sent: at the reload, or all along?
         slowest = [(round(s.start - start, 2), round(s.latency * 1000, 1))
                    for s in sorted(inside, key=lambda s: -s.latency)[:5]]

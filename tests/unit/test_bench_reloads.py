@@ -84,6 +84,18 @@ def test_the_table_names_both_baselines_and_the_targets_on_each() -> None:
         < lines.index("FAIL  P2: x")
 
 
+def test_a_window_without_any_request_stops_the_bench_instead_of_dividing_by_nothing(monkeypatch) -> None:
+    class StoppedLoad:  # a load that reached its max_seconds keeps its old samples, sends no more
+        def samples(self) -> list[Sample]:
+            return [Sample(start=1.0, latency=0.02, status=200)]
+
+    bench = reloads.Bench()
+    monkeypatch.setattr(bench, "on_host", lambda script: "0")
+    monkeypatch.setattr(reloads.time, "sleep", lambda seconds: None)
+    with pytest.raises(RuntimeError, match="plain HUPs: the load sent no request in this window"):
+        bench.window(StoppedLoad(), "plain HUPs", lambda: "done")
+
+
 def test_the_first_request_figure_is_the_median_of_the_restarts_and_keeps_the_slowest(monkeypatch) -> None:
     class Response:
         status = 200
