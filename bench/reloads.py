@@ -27,8 +27,8 @@ JSON. The lab host is always brought down, on errors and Ctrl-C too.
 The tuned steady state, which the targets are judged on, is pooled from a QUIET_SECONDS
 slice after each cycle's window (40 slices, about 3800 requests at --cycles 20): it spans
 the cycles, so the machine's drift over those 20 minutes hits it as it hits the windows.
-A single 15 s window (about 480 requests, its p99 is its fifth slowest) moved from 26 to
-68 ms between runs on the same code. That window is still measured before the cycles and
+A single 15 s window (about 480 requests, its p99 is its fifth slowest) gave p99s from 26
+to 68 ms from one run to the next. That window is still measured before the cycles and
 kept in the JSON with the targets judged on it too.
 
 The controller (djdeploy, ansible-playbook, ssh) runs in a cgroup v1 cpu group with

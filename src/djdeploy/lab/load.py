@@ -25,7 +25,8 @@ from dataclasses import dataclass
 __all__ = ["Load", "Sample", "nginx_failures", "percentile", "summarize"]
 
 # Never run unbounded: a load stops by itself after this long even if nobody stops it. One hour:
-# bench.reloads keeps one load through 20 tune/rollback cycles, which took over 30 min.
+# bench.reloads keeps one load through its tuned phase (20 tune/rollback cycles and more),
+# which took over 30 min.
 MAX_SECONDS = 3600.0
 
 
