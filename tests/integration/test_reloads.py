@@ -282,6 +282,9 @@ def test_without_preload_a_hup_keeps_the_old_workers_serving_until_the_new_ones_
     # Runs after the test above: the master does not preload, so each new worker imports the
     # URLconf (3 s) after a HUP; gunicorn alone would stop the old workers at once.
     master = host.master_pid()
+    # The restart above returned once one worker was warm; its others may log their warm-up
+    # during this test, so only the workers this HUP starts count.
+    workers_before = set(host.sh(f"pgrep -P {master} || true").split())
     since = int(time.time())
     records: list[dict] = []
     samples, nginx = host.under_load(lambda: records.append(
@@ -293,8 +296,10 @@ def test_without_preload_a_hup_keeps_the_old_workers_serving_until_the_new_ones_
     # Each old worker stopped only once every new worker had loaded the app: it says so, and
     # its line comes after every new worker's warm-up line.
     workers = records[0]["settings"]["workers"]
-    lines = host.sh(f"journalctl -u gunicorn --no-pager -o cat --since @{since}").splitlines()
-    warmed = [i for i, line in enumerate(lines) if WARMED in line]
+    entries = [json.loads(line) for line in host.sh(
+        f"journalctl -u gunicorn --no-pager -o json --output-fields=MESSAGE,_PID --since @{since}").splitlines()]
+    lines = [entry["MESSAGE"] for entry in entries]
+    warmed = [i for i, entry in enumerate(entries) if WARMED in lines[i] and entry["_PID"] not in workers_before]
     stopped = [i for i, line in enumerate(lines) if "djdeploy: old worker" in line]
     assert (len(warmed), len(stopped)) == (workers, workers)
     assert all(f"{workers} of {workers} new workers warm, 0 failed to boot" in lines[i] for i in stopped)
