@@ -313,26 +313,35 @@ def run_with(bench: Bench, cycles: int) -> dict:
         bench.down()
 
 
+def within(samples: list[Sample], spans: list[tuple[float, float]]) -> list[Sample]:
+    """The requests sent within any of the spans [since, until)."""
+    return [s for s in samples if any(since <= s.start < until for since, until in spans)]
+
+
 def steady_between(samples: list[Sample], slices: list[tuple[float, float]]) -> dict:
     """The requests sent within any of the quiet slices, summarized as one steady state."""
-    return summarize([s for s in samples if any(since <= s.start < until for since, until in slices)])
+    return summarize(within(samples, slices))
 
 
 BETWEEN_CYCLES = f"tuned, pooled {QUIET_SECONDS:g} s slices between the cycles (the targets' baseline)"
 SINGLE_WINDOW = f"tuned, one {STEADY_SECONDS:g} s window before the cycles"
 
 
+def ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
+
+
 def baseline(steady: dict) -> dict:
-    return {"requests": steady["requests"], "p50_ms": round(steady["p50"] * 1000, 1),
-            "p99_ms": round(steady["p99"] * 1000, 1), "max_ms": round(steady["max"] * 1000, 1)}
+    return {"requests": steady["requests"], "p50_ms": ms(steady["p50"]), "p99_ms": ms(steady["p99"]),
+            "max_ms": ms(steady["max"])}
 
 
 def in_reload_windows(samples: list[Sample], hangups: list[float]) -> list[Sample]:
-    return [s for s in samples if any(at <= s.start < at + SETTLE_SECONDS for at in hangups)]
+    return within(samples, [(at, at + SETTLE_SECONDS) for at in hangups])
 
 
 def merge_windows(name: str, windows: list[dict], samples: list[Sample]) -> dict:
-    chosen = [s for s in samples if any(w["since"] <= s.start < w["until"] for w in windows)]
+    chosen = within(samples, [(w["since"], w["until"]) for w in windows])
     nginx: dict[str, int] = {}
     for w in windows:
         for key, count in w["nginx"].items():
@@ -343,7 +352,6 @@ def merge_windows(name: str, windows: list[dict], samples: list[Sample]) -> dict
 
 
 def row(window: dict, steady: dict, first: dict | None) -> dict:
-    ms = lambda seconds: None if seconds is None else round(seconds * 1000, 1)  # noqa: E731
     return {
         "scenario": window["scenario"],
         "detail": window["detail"],
@@ -398,13 +406,12 @@ def table(result: dict) -> str:
         cells = ["-" if r[key] is None else str(r[key]) for key, _ in COLUMNS]
         lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))))
     lines.append("")
-    for name, figures in result.get("baselines", {}).items():
+    for name, figures in result["baselines"].items():
         lines.append(f"baseline {name}: {figures['requests']} requests, p50 {figures['p50_ms']} ms, "
                      f"p99 {figures['p99_ms']} ms")
     lines += ["", *(f"{'PASS' if ok else 'FAIL'}  {name}" for name, ok in result["targets"].items())]
-    if "targets_on_single_window" in result:
-        lines += ["", f"On the baseline {SINGLE_WINDOW}:",
-                  *(f"{'PASS' if ok else 'FAIL'}  {name}" for name, ok in result["targets_on_single_window"].items())]
+    lines += ["", f"On the baseline {SINGLE_WINDOW}:",
+              *(f"{'PASS' if ok else 'FAIL'}  {name}" for name, ok in result["targets_on_single_window"].items())]
     return "\n".join(lines)
 
 
