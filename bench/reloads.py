@@ -176,11 +176,11 @@ class Bench:
         end = time.time() + SETTLE_SECONDS
         time.sleep(SETTLE_SECONDS)
         samples = load.samples()
-        inside = [s for s in samples if start <= s.start < end]
+        inside = within(samples, [(start, end)])
         if not inside:
             raise RuntimeError(f"{name}: the load sent no request in this window (did it reach its max_seconds?)")
         # Where in the window the slowest requests were sent: at the reload, or all along?
-        slowest = [(round(s.start - start, 2), round(s.latency * 1000, 1))
+        slowest = [(round(s.start - start, 2), ms(s.latency))
                    for s in sorted(inside, key=lambda s: -s.latency)[:5]]
         hangups = self.hangups(start, end)
         return {"scenario": name, "since": start, "until": end, "detail": detail, "slowest_at_s_ms": slowest,
@@ -399,6 +399,10 @@ HEADERS = ["scenario", "failed", "nginx", "max ms", "p99 ms", "st p50", "st p99"
            "rl p99", "rl/st", "1st ms", "1st/p50"]
 
 
+def verdicts(targets: dict[str, bool]) -> list[str]:
+    return [f"{'PASS' if ok else 'FAIL'}  {name}" for name, ok in targets.items()]
+
+
 def table(result: dict) -> str:
     widths = [width for _, width in COLUMNS]
     lines = ["  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(HEADERS, widths)))]
@@ -409,9 +413,8 @@ def table(result: dict) -> str:
     for name, figures in result["baselines"].items():
         lines.append(f"baseline {name}: {figures['requests']} requests, p50 {figures['p50_ms']} ms, "
                      f"p99 {figures['p99_ms']} ms")
-    lines += ["", *(f"{'PASS' if ok else 'FAIL'}  {name}" for name, ok in result["targets"].items())]
-    lines += ["", f"On the baseline {SINGLE_WINDOW}:",
-              *(f"{'PASS' if ok else 'FAIL'}  {name}" for name, ok in result["targets_on_single_window"].items())]
+    lines += ["", *verdicts(result["targets"])]
+    lines += ["", f"On the baseline {SINGLE_WINDOW}:", *verdicts(result["targets_on_single_window"])]
     return "\n".join(lines)
 
 
