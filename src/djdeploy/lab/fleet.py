@@ -260,7 +260,8 @@ class Lab:
             "veth": f"djd{slot}h{index}",
             "machine": f"djd{slot}-{name}",
             "cgroup": f"djdeploy-{self.name}-{name}",
-            "cgroups": [],
+            "cgroups": [],  # the size limits: cpuset, memory
+            "scope_cgroups": [],  # where systemd-nspawn and the host's own systemd live
             "dir": str(host_dir),
             "root": str(host_dir / "root"),
             "image": str(rootfs),
@@ -289,8 +290,10 @@ class Lab:
         )
         host["cgroups"] = system.create_cgroups(host["cgroup"], host["cpuset"], memory_bytes)
         self._save(state)
-        host["pid"] = system.start_container(root, host["machine"], host["netns"], host["cgroups"],
-                                             host_dir / "console.log")
+        host["scope_cgroups"] = system.create_scope_cgroups(host["cgroup"])
+        self._save(state)
+        host["pid"] = system.start_container(root, host["machine"], host["netns"],
+                                             host["cgroups"] + host["scope_cgroups"], host_dir / "console.log")
         self._save(state)
 
     def _write_host_files(self, root: Path, name: str, import_delay: float) -> None:
@@ -379,11 +382,12 @@ class Lab:
 
     def _destroy_host(self, state: dict[str, Any], name: str) -> None:
         host = state["hosts"][name]
+        cgroups = (host.get("cgroups") or []) + (host.get("scope_cgroups") or [])
         if host.get("pid"):
-            system.stop_container(host["pid"], host["machine"], host.get("cgroups", []))
+            system.stop_container(host["pid"], host["machine"], cgroups)
         system.unmount(Path(host["root"]))
         system.remove_netns_and_link(host["netns"], host["veth"])
-        system.remove_cgroups(host.get("cgroups") or [])
+        system.remove_cgroups(cgroups)
         shutil.rmtree(host["dir"], ignore_errors=True)
         del state["hosts"][name]
         self._save(state)

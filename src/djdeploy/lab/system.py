@@ -148,20 +148,49 @@ def create_cgroups(name: str, cpus: list[int] | None, memory_bytes: int | None) 
     return paths
 
 
+def systemd_hierarchies() -> list[Path]:
+    """The hierarchies a booting systemd-nspawn and the systemd inside it put processes in:
+    name=systemd and the unified one on a hybrid machine, the one cgroup2 tree on a pure v2 one."""
+    if (CGROUP_V1 / "cgroup.controllers").exists():
+        return [CGROUP_V1]
+    return [CGROUP_V1 / name for name in ("systemd", "unified") if (CGROUP_V1 / name / "cgroup.procs").exists()]
+
+
+def create_scope_cgroups(name: str) -> list[str]:
+    """A cgroup of the host's own in each systemd hierarchy, for systemd-nspawn to start in.
+
+    With --keep-unit, nspawn puts the container below the cgroup it was started in (its
+    `payload`, beside its own `supervisor`), and on a hybrid machine it first empties that
+    payload tree in the unified hierarchy. Started in one shared cgroup, every lab host's
+    systemd managed the same `payload/system.slice/...` cgroups, and each boot swept the
+    others' cgroups away. A cgroup per host keeps the hosts apart."""
+    paths: list[str] = []
+    try:
+        for hierarchy in systemd_hierarchies():
+            path = hierarchy / name
+            path.mkdir(exist_ok=True)
+            paths.append(str(path))
+    except OSError as exc:
+        remove_cgroups(paths)
+        raise DjdeployError(f"could not create cgroup {name}: {exc}", ExitCode.ERROR) from exc
+    return paths
+
+
 def join_cgroups(paths: list[str]) -> None:
     """Move the calling process into the cgroups (runs in the child before exec)."""
     for path in paths:
-        with open(os.path.join(path, "tasks"), "w") as tasks:
-            tasks.write(str(os.getpid()))
+        with open(os.path.join(path, "cgroup.procs"), "w") as procs:
+            procs.write(str(os.getpid()))
 
 
 def cgroup_pids(paths: list[str]) -> set[int]:
+    """Every process in the cgroups and the cgroups below them."""
     pids: set[int] = set()
     for path in paths:
-        for tasks in Path(path).rglob("tasks"):
+        for procs in Path(path).rglob("cgroup.procs"):
             try:
-                pids.update(int(p) for p in tasks.read_text().split())
-            except OSError:
+                pids.update(int(p) for p in procs.read_text().split())
+            except (OSError, ValueError):
                 continue
     return pids
 
@@ -172,11 +201,12 @@ def remove_cgroups(paths: list[str]) -> None:
         root = Path(path)
         if not root.exists():
             continue
-        for pid in cgroup_pids([path]):
-            _kill(pid, signal.SIGKILL)
         children = sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True)
         for directory in [*children, root]:
             for _ in range(50):
+                # A process that was still starting when the sweep before read the list.
+                for pid in cgroup_pids([str(directory)]):
+                    _kill(pid, signal.SIGKILL)
                 try:
                     directory.rmdir()
                     break
