@@ -28,7 +28,7 @@ HISTORY = "/var/lib/djdeploy/history"
 LOCK = "/var/lib/djdeploy/lock"
 # Progress lines (task names as they end) that mark the stages a signal is sent at.
 BEFORE_BACKUP = "Gather CPU, memory, worker PSS and the running unit on the host"
-AFTER_WRITE = "Write the new config and unit atomically"
+AFTER_WRITE = "Point LIVE at the new entry, then write the new config and unit atomically"
 BRIDGE_SERVES = "Start a warm bridge master outside the service's cgroup and wait until its workers serve"
 RECOVER_STOPS_BRIDGE = "Stop a warm bridge master that the stopped run left serving"
 IN_VERIFY = "Wait until the master lives, the old workers are gone and the new ones run as rendered"
