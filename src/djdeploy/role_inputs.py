@@ -97,7 +97,7 @@ def _check_config_path(path: object) -> None:
     check_unit_path("gunicorn_config_path", path)
     parts = PurePosixPath(str(path)).parts  # ("/", "etc", "gunicorn", "gunicorn.conf.py")
     in_own_directory = len(parts) >= 4 and f"/{parts[1]}" in CONFIG_ROOTS
-    trusted = parts[1] == "etc" and len(parts) >= 3 and _ETC_TRUSTED.fullmatch(parts[2])
+    trusted = len(parts) >= 3 and parts[1] == "etc" and _ETC_TRUSTED.fullmatch(parts[2])
     if not str(path).endswith(".py") or not in_own_directory or trusted:
         raise DjdeployError(
             f"gunicorn_config_path {path!r} is not a path djdeploy may own: the role writes the file and makes its "

@@ -97,6 +97,8 @@ REFUSED = [
     ({"gunicorn_config_path": "/etc/python3.11/sitecustomize.py"}, "is not a path djdeploy may own"),
     ({"gunicorn_config_path": "/tmp/gunicorn.conf.py"}, "gunicorn_config_path '/tmp/gunicorn.conf.py' is not a path"),
     ({"gunicorn_config_path": "/etc/gunicorn.conf.py"}, "gunicorn_config_path '/etc/gunicorn.conf.py' is not a path"),
+    # The root alone once raised IndexError instead of this refusal (found by the property test below).
+    ({"gunicorn_config_path": "/"}, "gunicorn_config_path '/' is not a path djdeploy may own"),
     ({"gunicorn_config_path": "/usr/lib/python3/dist-packages/x/gunicorn.conf.py"}, "is not a path djdeploy may own"),
     ({"gunicorn_unit_path": "/etc/passwd"},
      "gunicorn_unit_path '/etc/passwd' is not where djdeploy may write the unit of gunicorn.service"),
