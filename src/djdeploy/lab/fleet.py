@@ -88,6 +88,8 @@ class Lab:
         self.home = djdeploy_home()
         self.dir = self.home / "labs" / self.name
         self.log = log or (lambda message: None)
+        # systemd-nspawn of each host this command started, to tell how one that ended ended.
+        self._started: dict[str, subprocess.Popen] = {}
 
     @property
     def state_path(self) -> Path:
@@ -174,8 +176,11 @@ class Lab:
                     for name in created:
                         self._destroy_host(state, name)
                     self._write_inventory(state)
-                    # Seen twice, seconds after another lab's hosts went down, and never when
-                    # tried again: systemd-nspawn exits silently early in the boot.
+                    # Seen twice, seconds after another lab's hosts went down, while every host
+                    # still booted in one shared cgroup (see system.create_scope_cgroups): nspawn
+                    # ended early without a word (--quiet hid even its exit line). Hosts now have
+                    # cgroups of their own; a boot that still ends early is tried once more, and
+                    # the message says how nspawn ended and what the console showed.
                     if not isinstance(exc, BootExited) or attempt == BOOT_ATTEMPTS:
                         raise
                     self.log(f"{exc.message.splitlines()[0]}; trying once more")
@@ -292,8 +297,10 @@ class Lab:
         self._save(state)
         host["scope_cgroups"] = system.create_scope_cgroups(host["cgroup"])
         self._save(state)
-        host["pid"] = system.start_container(root, host["machine"], host["netns"],
-                                             host["cgroups"] + host["scope_cgroups"], host_dir / "console.log")
+        started = system.start_container(root, host["machine"], host["netns"],
+                                         host["cgroups"] + host["scope_cgroups"], host_dir / "console.log")
+        self._started[name] = started
+        host["pid"] = started.pid
         self._save(state)
 
     def _write_host_files(self, root: Path, name: str, import_delay: float) -> None:
@@ -320,8 +327,12 @@ class Lab:
             for name in list(waiting):
                 host = state["hosts"][name]
                 if not system.pid_is_nspawn(host["pid"], host["machine"]):
+                    started = self._started.get(name)
+                    ended = started.poll() if started else None
+                    how = f" ({system.exit_description(ended)})" if ended is not None else ""
                     raise BootExited(
-                        f"{name}: systemd-nspawn exited while booting:\n{self._console_tail(host)}", ExitCode.ERROR
+                        f"{name}: systemd-nspawn exited while booting{how}:\n{self._console_tail(host)}",
+                        ExitCode.ERROR,
                     )
                 if self._serving(host):
                     self.log(f"{name}: serving http://{host['address']}/")

@@ -247,11 +247,12 @@ def unmount(target: Path) -> None:
 
 def start_container(
     root: Path, machine: str, netns: str, cgroups: list[str], console_log: Path
-) -> int:
-    """Boot a real systemd in `root`, detached from this process; returns systemd-nspawn's pid."""
+) -> subprocess.Popen:
+    """Boot a real systemd in `root`, detached from this process; returns systemd-nspawn's process."""
     argv = [
         "systemd-nspawn",
-        "--quiet",
+        # Not --quiet: its own lines ("Container ... failed with error code N") are what the
+        # console log has to say about a boot that ends early.
         # There is no system bus on the machine to register with (FACTS.md).
         "--register=no",
         "--keep-unit",
@@ -276,7 +277,17 @@ def start_container(
             start_new_session=True,
             preexec_fn=(lambda: join_cgroups(cgroups)) if cgroups else None,  # noqa: PLW1509
         )
-    return proc.pid
+    return proc
+
+
+def exit_description(returncode: int) -> str:
+    """How a process ended, in words: 'exit status 1', 'killed by SIGKILL'."""
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit status {returncode}"
 
 
 def pid_alive(pid: int | None) -> bool:
