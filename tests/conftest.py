@@ -81,10 +81,11 @@ def serves_dashboard(lab: LabHosts, host: str = "web01") -> bool:
         return response.status == 200
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def lab_factory() -> Iterator:
-    """Bring labs up under unique names; every one of them is brought down at the end,
-    whether the tests passed or not."""
+    """Bring labs up under unique names; every one of them is brought down when the test module
+    ends, whether its tests passed or not. A host boots from the cached image in a second or
+    two, so a module starts from fresh hosts rather than from hosts another module changed."""
     started: list[str] = []
 
     def up(*args: str) -> LabHosts:

@@ -44,6 +44,7 @@ _WHOLE_NUMBER = re.compile(r"^[0-9]{1,9}$")
 _NUMBERS = (
     ("gunicorn_verify_requests", 1, 1000),
     ("gunicorn_verify_timeout", 5, 3600),
+    ("gunicorn_verify_request_timeout", 1, 3600),
     ("gunicorn_bridge_timeout", 1, 3600),
     ("gunicorn_history_keep", 2, 10_000),
     ("gunicorn_lock_ttl", 1, 7 * 86400),

@@ -273,9 +273,10 @@ def test_a_health_endpoint_answering_500_after_the_change_is_rolled_back(lab, tm
                     end="rolled back; serves the last-known-good; entry rolled_back; lock released")
 def test_a_health_endpoint_too_slow_after_the_change_is_rolled_back(lab, tmp_path):
     before = HostState.read(lab, "web01")
-    # Longer than verify waits for an answer (10 s), shorter than gunicorn's worker timeout. One
-    # request per check, or verify would wait out its retries once per request.
-    with fault_environment(lab, "web01", tmp_path, {"gunicorn_verify_requests": 1}, DEMO_HEALTH_DELAY="12") as inventory:
+    # Longer than verify waits for an answer (2 s here), shorter than gunicorn's worker timeout.
+    # One request per check, or verify would wait out its retries once per request.
+    with fault_environment(lab, "web01", tmp_path, {"gunicorn_verify_requests": 1, "gunicorn_verify_request_timeout": 2},
+                           DEMO_HEALTH_DELAY="4") as inventory:
         code, record = tune_host(lab, "web01", inventory=inventory)
         rolled_back(lab, "web01", before, code, record, "timed out")
 

@@ -150,6 +150,8 @@ REFUSED = [
     ({"gunicorn_verify_host_header": "a'b"}, "gunicorn_verify_host_header \"a'b\" is not a host name"),
     # numbers
     ({"gunicorn_verify_requests": 0}, "gunicorn_verify_requests must be a whole number from 1 to 1000, got 0"),
+    ({"gunicorn_verify_request_timeout": 0},
+     "gunicorn_verify_request_timeout must be a whole number from 1 to 3600, got 0"),
     ({"gunicorn_verify_timeout": -5}, "gunicorn_verify_timeout must be a whole number from 5 to 3600, got -5"),
     ({"gunicorn_history_keep": 1}, "gunicorn_history_keep must be a whole number from 2 to 10000, got 1"),
     ({"gunicorn_lock_ttl": True}, "gunicorn_lock_ttl must be a whole number from 1 to 604800, got True"),
