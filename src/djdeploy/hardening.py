@@ -62,8 +62,9 @@ DEFAULT_SANDBOX: dict[str, str | tuple[str, ...]] = {
     # A blocked call fails with EPERM, which the app logs, instead of killing the worker.
     "SystemCallErrorNumber": "EPERM",
     "UMask": "0027",
-    # MemoryDenyWriteExecute is left off: it breaks cffi callbacks (FACTS.md). An app without
-    # cffi turns it on with {MemoryDenyWriteExecute: true}.
+    # MemoryDenyWriteExecute is left off: it breaks cffi callbacks (cffi closures need memory
+    # that is writable and executable). An app without cffi turns it on with
+    # {MemoryDenyWriteExecute: true}.
 }
 
 # Sandboxing directives of systemd.exec(5) and systemd.resource-control(5) an app may set or

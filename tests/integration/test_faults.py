@@ -284,7 +284,8 @@ def test_a_health_endpoint_too_slow_after_the_change_is_rolled_back(lab, tmp_pat
 @pytest.mark.covers(kind="fault", case="an address to bind is already taken by another process", exit_code=3,
                     end="rolled back; serves the last-known-good; entry rolled_back; lock released")
 def test_a_bind_that_is_already_taken_is_rolled_back(lab):
-    # gunicorn --check-config does not bind (FACTS.md): the restart onto the new bind fails.
+    # gunicorn --check-config does not bind (it imports the app and runs the config): the
+    # restart onto the new bind fails.
     lab.sh("web01", "systemd-run --unit=squatter --quiet python3 -m http.server --bind 127.0.0.1 8001"
                     " && until curl -s -o /dev/null 127.0.0.1:8001; do sleep 0.2; done")
     try:

@@ -1,6 +1,7 @@
 """Load the WSGI app, its Django URLconf and the worker class the way gunicorn's workers
 will, as the service user, with the unit's environment. `gunicorn --check-config` alone
-imports the app module but not the URLconf and not the worker class (FACTS.md)."""
+imports the app module but not the URLconf and not the worker class (with gunicorn 27.0.1 a
+broken urls.py and an unknown worker class both pass it)."""
 
 import os
 import sys

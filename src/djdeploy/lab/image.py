@@ -1,7 +1,7 @@
 """The lab's host image: Debian bookworm with systemd, sshd, nginx and the demo Django project
 under gunicorn, built once with debootstrap and cached under a key of its recipe.
 
-Hosts run in network namespaces with no route to package registries (FACTS.md), so every
+Hosts run in network namespaces with no route to package registries, so every
 package is baked in here: Debian packages by debootstrap, Python wheels downloaded on this
 machine and installed into the image's venv without an index.
 """

@@ -253,7 +253,7 @@ def start_container(
         "systemd-nspawn",
         # Not --quiet: its own lines ("Container ... failed with error code N") are what the
         # console log has to say about a boot that ends early.
-        # There is no system bus on the machine to register with (FACTS.md).
+        # There is no system bus on the machine to register with: without this nspawn fails.
         "--register=no",
         "--keep-unit",
         f"--directory={root}",
