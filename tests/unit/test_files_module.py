@@ -140,3 +140,12 @@ def test_a_file_that_cannot_be_written_stops_there_naming_it_and_the_error(tmp_p
     assert result["written"] == [str(tmp_path / "first")]
     assert (tmp_path / "first").read_text() == "1" and not (tmp_path / "third").exists()
     assert leftovers(tmp_path) == []
+
+
+def test_a_directory_that_is_a_link_is_judged_by_what_it_points_to(tmp_path):
+    (tmp_path / "real").mkdir(mode=0o755)
+    (tmp_path / "real").chmod(0o755)
+    (tmp_path / "gunicorn").symlink_to(tmp_path / "real")
+    spec = {"directories": [{"path": str(tmp_path / "gunicorn"), "mode": "0755", **OWNER}]}
+    assert run(tmp_path, **spec)["changed"] is False
+    assert (tmp_path / "gunicorn").is_symlink()

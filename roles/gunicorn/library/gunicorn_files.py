@@ -141,8 +141,10 @@ def parse_mode(text, path):
     return mode
 
 
-def attributes_differ(path, mode, uid, gid):
-    now = os.lstat(path)
+def attributes_differ(path, mode, uid, gid, follow=False):
+    """A file is judged itself (a link is replaced, as a rename replaces it); a directory that
+    is a link, by what it points to."""
+    now = os.stat(path) if follow else os.lstat(path)
     return stat.S_IMODE(now.st_mode) != mode or now.st_uid != uid or now.st_gid != gid
 
 
@@ -166,7 +168,7 @@ def make_directory(spec, check_mode):
             raise FileProblem("%s exists and is not a directory" % walk)
         missing.append(walk)
         walk = os.path.dirname(walk)
-    if not missing and not attributes_differ(path, mode, uid, gid):
+    if not missing and not attributes_differ(path, mode, uid, gid, follow=True):
         return False
     if check_mode:
         return True
