@@ -206,8 +206,14 @@ def running_bind(service: Mapping[str, Any]) -> list[str] | None:
     config file says; None when neither tells (an untuned master without a control socket)."""
     for source in (service.get("live_settings"), service.get("config_settings")):
         if source and source.get("bind"):
-            return list(source["bind"])
+            return bind_list(source["bind"])
     return None
+
+
+def bind_list(bind: str | list[str] | tuple[str, ...]) -> list[str]:
+    """A bind as a list of addresses. A config file may give one address as a string
+    (`bind = "127.0.0.1:8001"`), which gunicorn reads as a list of that one address."""
+    return [bind] if isinstance(bind, str) else list(bind)
 
 
 def restart_plan(unit_show: str, running_bind: list[str] | None, new_bind: list[str],
@@ -368,7 +374,7 @@ def previous_settings(service: Mapping[str, Any]) -> dict[str, Any]:
     """What ran before the change, as well as it is known: live, else the file, else counts."""
     known = service.get("live_settings") or service.get("config_settings")
     if known:
-        return dict(known)
+        return {**known, **({"bind": bind_list(known["bind"])} if known.get("bind") else {})}
     workers = service.get("workers")
     return {"workers": len(workers)} if workers else {}
 

@@ -631,6 +631,9 @@ PREVIOUS = [
     pytest.param({"config_settings": {}, "workers": [{"pid": 1}]}, {"workers": 1}, id="empty file: count"),
     pytest.param({"live_settings": None, "config_settings": None, "workers": []}, {}, id="nothing runs"),
     pytest.param({}, {}, id="nothing known"),
+    # One address as a string, as a config file may give it: gunicorn reads a list of one.
+    pytest.param({"live_settings": None, "config_settings": {"bind": "127.0.0.1:8001", "timeout": 60}},
+                 {"bind": ["127.0.0.1:8001"], "timeout": 60}, id="a string bind: a list of one"),
 ]
 
 
@@ -740,6 +743,10 @@ def test_recovery_kind(unfinished_change, facts, kind):
         ({"live_settings": None, "config_settings": {"bind": ("unix:/run/gunicorn/app.sock",)}},
          ["unix:/run/gunicorn/app.sock"]),
         ({"live_settings": {"workers": 5}, "config_settings": {"bind": ["127.0.0.1:9000"]}}, ["127.0.0.1:9000"]),
+        # One address as a string (valid gunicorn) is that address, not its characters: the health
+        # URL was http://127.0.0.1:1/healthz from ['1', '2', '7', ...].
+        ({"live_settings": None, "config_settings": {"bind": "127.0.0.1:8001"}}, ["127.0.0.1:8001"]),
+        ({"live_settings": None, "config_settings": {"bind": "unix:/run/gunicorn.sock"}}, ["unix:/run/gunicorn.sock"]),
         # An untuned master: nothing tells.
         ({"live_settings": None, "config_settings": None}, None),
         ({}, None),
