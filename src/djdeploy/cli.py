@@ -201,7 +201,7 @@ def _print_history(host: str, record: dict[str, Any]) -> None:
     stdout.print(Text(f"{host}: ", style="bold") + Text(f"{len(entries)} entries, live {record['live']}, "
                                                          f"last-known-good {record['last_known_good']}"))
     # One block per entry, newest first: ids stay whole so they can be copied into --to.
-    for entry in reversed(entries):
+    for entry in entries:
         marks = [mark for mark, on in (("LIVE", entry["live"]), ("LKG", entry["last_known_good"])) if on]
         line = Text(f"  {entry['id']}  ") + Text(str(entry["verdict"]), style=VERDICT_STYLE.get(entry["verdict"], ""))
         if marks:

@@ -158,8 +158,9 @@ def changed_settings(entry: Mapping[str, Any], by_id: Mapping[str, Mapping[str, 
 
 
 def rows(history: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Every entry, oldest first, with what it changed and whether it is live or last-known-good."""
-    entries = ordered(history.get("entries") or [])
+    """Every entry, newest first (as `djdeploy history` prints them), with what it changed and
+    whether it is live or last-known-good."""
+    entries = ordered(history.get("entries") or [])[::-1]
     by_id = {entry["id"]: entry for entry in entries if "id" in entry}
     return [
         {

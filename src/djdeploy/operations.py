@@ -264,7 +264,7 @@ def _process_alive(pid: int) -> bool:
 
 
 def history(patterns: list[str], *, inventory: Path | None = None) -> dict[str, Any]:
-    """Every host's history entries, oldest first, with what each changed and its verdict."""
+    """Every host's history entries, newest first, with what each changed and its verdict."""
     inventory = inventory or default_inventory()
     hosts = runner.resolve_hosts(inventory, patterns)
     result = runner.run_playbook("history.yml", inventory, hosts, {})

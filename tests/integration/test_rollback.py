@@ -114,19 +114,20 @@ def test_history_lists_every_entry_with_who_what_and_verdict(lab, two_tunes):
     record = result["hosts"]["web01"]
     entries = record["entries"]
     ids = [e["id"] for e in entries]
-    assert ids.index(two_tunes["A"]) < ids.index(two_tunes["B"]) < ids.index(failed)
-    assert entries[0]["kind"] == "baseline" and entries[0]["id"].endswith("-baseline")
+    # Newest first, as the text prints them.
+    assert ids.index(failed) < ids.index(two_tunes["B"]) < ids.index(two_tunes["A"])
+    assert entries[-1]["kind"] == "baseline" and entries[-1]["id"].endswith("-baseline")
     by_id = {e["id"]: e for e in entries}
     assert by_id[two_tunes["B"]]["changed"]["max_requests"] == [1111, 2222]
     assert by_id[two_tunes["B"]]["command"] == f"djdeploy tune web01 --set max_requests=2222 -i {lab.inventory} --json"
     assert "@" in by_id[two_tunes["B"]]["who"]
     assert by_id[failed]["verdict"] == "rolled_back" and "worker" in by_id[failed]["failure"]
     rollbacks = [e for e in entries if e["kind"] == "rollback"]
-    assert [e["restores"] for e in rollbacks] == [two_tunes["A"], two_tunes["B"], two_tunes["A"], two_tunes["B"]]
+    assert [e["restores"] for e in rollbacks] == [two_tunes["B"], two_tunes["A"], two_tunes["B"], two_tunes["A"]]
     assert all(e["verdict"] == "good" for e in entries if e["id"] != failed)
     # The failed change left the last rollback live and last-known-good.
-    assert record["live"] == record["last_known_good"] == rollbacks[-1]["id"]
-    assert [e["id"] for e in entries if e["live"]] == [rollbacks[-1]["id"]]
+    assert record["live"] == record["last_known_good"] == rollbacks[0]["id"]
+    assert [e["id"] for e in entries if e["live"]] == [rollbacks[0]["id"]]
 
 
 def test_a_rolled_back_or_unknown_entry_is_refused_and_nothing_changes(lab, two_tunes):

@@ -169,11 +169,11 @@ def test_what_an_entry_changed_is_against_the_entry_live_before_it():
     assert changed_settings(BASE, by_id) == {}
 
 
-def test_rows_mark_the_live_and_last_known_good_entries():
+def test_rows_are_newest_first_and_mark_the_live_and_last_known_good_entries():
     listed = rows({"entries": [B, A, BASE, BAD], "live": B["id"], "lkg": A["id"]})
     assert [(r["id"], r["live"], r["last_known_good"]) for r in listed] == [
-        (BASE["id"], False, False), (A["id"], False, True), (B["id"], True, False), (BAD["id"], False, False)]
-    assert listed[-1]["verdict"] == "rolled_back"
+        (BAD["id"], False, False), (B["id"], True, False), (A["id"], False, True), (BASE["id"], False, False)]
+    assert listed[0]["verdict"] == "rolled_back"
 
 
 # --- the module that reads the history on the host ----------------------------------------------
