@@ -237,6 +237,8 @@ def _print_status(host: str, record: dict[str, Any]) -> None:
     stdout.print(title)
     stdout.print(f"  health: {health.get('url')} → {health.get('status')}"
                  + (f" ({health['message']})" if not health["ok"] and health.get("message") else ""))
+    if health.get("advice"):
+        stdout.print(Text(f"  {health['advice']}", style="yellow"))
     table = Table("setting", "live", "file", "tune now", box=None, padding=(0, 2, 0, 2))
     for name, values in record["settings"].items():
         cells = [_show(values[key]) if values[key] is not None else "-" for key in ("live", "file", "tune")]

@@ -384,6 +384,29 @@ def normalized(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
+def health_advice(status: int, url: str, host_header: str, message: str = "") -> str:
+    """What to do about a health check that did not answer 200, naming the role variable that
+    changes what djdeploy sends: `status` is the HTTP status, or 0 or less when nothing answered
+    (`message` is what the request said then)."""
+    if status <= 0 and "timed out" in message:
+        return ("it took longer than gunicorn_verify_request_timeout allows; fix the app first, or raise that "
+                "timeout if the path is slow by design")
+    if status <= 0:
+        return (f"nothing answered at {url}: gunicorn does not listen where djdeploy asked; if it binds elsewhere "
+                "(another port, a unix socket), set gunicorn_bind to that address")
+    if status == 400:
+        return (f"the app refused the request with Host: {host_header} (with Django, a host missing from "
+                "ALLOWED_HOSTS); set gunicorn_verify_host_header to a host the app allows, such as the one nginx "
+                "passes")
+    if status in (404, 405):
+        return ("the app has no such page; set gunicorn_health_path to a path that answers GET with 200 and changes "
+                "nothing, such as a health view of its own or /")
+    if 300 <= status < 400:
+        return ("the app redirects it (an HTTPS redirect, a missing slash); set gunicorn_health_path to a path that "
+                "answers 200 itself")
+    return "the app fails the request itself; fix it first, or put its last-known-good config back with `djdeploy rollback`"
+
+
 def verify_targets(bind: list[str], paths: list[str]) -> list[dict[str, str]]:
     """One request target per path, through the first bind address (TCP or unix socket)."""
     address = bind[0]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from djdeploy.rollout import LIVE_CHECKED, normalized
+from djdeploy.rollout import LIVE_CHECKED, health_advice, normalized
 
 HEALTHY_STATUS = 200
 
@@ -22,6 +22,9 @@ def report(raw: Mapping[str, Any]) -> dict[str, Any]:
     plan = raw.get("plan") or {}
     health = dict(raw.get("health") or {})
     health["ok"] = health.get("status") == HEALTHY_STATUS
+    if not health["ok"]:
+        health["advice"] = health_advice(int(health.get("status") or -1), str(health.get("url")),
+                                         str(health.get("host_header")), str(health.get("message") or ""))
     history = raw.get("history") or {}
     settings = compare(_live(service), service.get("config_settings"), plan.get("settings"))
     return {

@@ -202,6 +202,44 @@ def test_a_service_that_is_unhealthy_before_the_change_is_not_tuned(lab):
     assert serves_dashboard(lab, "web01")
 
 
+@pytest.mark.covers(kind="fault", case="the app has no page at the health path (no /healthz)", exit_code=2,
+                    end="refused before any change, naming gunicorn_health_path; `status` says the same; "
+                        "nothing changed")
+def test_an_app_without_the_health_path_is_refused_naming_the_variable(lab, tmp_path):
+    inventory = inventory_with_host_vars(lab, tmp_path, {"web01": {"gunicorn_health_path": "/no-such-page/"}})
+    before, pid = HostState.read(lab, "web01"), master_pid(lab, "web01")
+    code, record = tune_host(lab, "web01", "--set", "max_requests=1234", inventory=inventory)
+    refused(lab, "web01", before, code, record, "/no-such-page/ answered 404")
+    assert "set gunicorn_health_path to a path that answers GET with 200" in record["message"]
+    assert master_pid(lab, "web01") == pid
+    done = djdeploy("status", "web01", "-i", str(inventory), "--json")
+    health = json.loads(done.stdout)["hosts"]["web01"]["health"]
+    assert (done.returncode, health["status"]) == (4, 404) and "gunicorn_health_path" in health["advice"]
+
+
+@pytest.mark.covers(kind="fault", case="the app refuses the Host header the health check sends (ALLOWED_HOSTS)",
+                    exit_code=2, end="refused before any change, naming gunicorn_verify_host_header; with that "
+                                      "variable set to an allowed host, `status` is healthy")
+def test_an_app_that_refuses_the_host_header_is_refused_naming_the_variable(lab, tmp_path):
+    before = HostState.read(lab, "web01")
+    allowed = inventory_with_host_vars(lab, tmp_path, {"web01": {"gunicorn_verify_host_header": "shop.example"}})
+    lab.sh("web01", f"cp {APP_ENV} /root/env.bak && echo DEMO_ALLOWED_HOSTS=shop.example >> {APP_ENV}"
+                    " && systemctl restart gunicorn")
+    try:
+        code, record = tune_host(lab, "web01", "--set", "max_requests=1234")
+        status_with_header = djdeploy("status", "web01", "-i", str(allowed), "--json")
+    finally:
+        lab.sh("web01", f"mv /root/env.bak {APP_ENV} && systemctl restart gunicorn")
+    assert code == 2 and record["outcome"] == "refused", record
+    assert "/healthz answered 400" in record["message"] and "Host: localhost" in record["message"]
+    assert "set gunicorn_verify_host_header to a host the app allows" in record["message"]
+    assert status_with_header.returncode == 0, status_with_header.stdout
+    assert json.loads(status_with_header.stdout)["hosts"]["web01"]["health"]["status"] == 200
+    # The restarts were the test's own; djdeploy changed nothing.
+    after = assert_serves_its_last_known_good(lab, "web01", before)
+    assert [entry_meta(lab, "web01", e)["verdict"] for e in after.entries - before.entries] in ([], ["refused"])
+
+
 @contextmanager
 def history_mounted(lab: LabHosts, host: str, script: str) -> Iterator[None]:
     """Mount something over the history directory for the test; unmounted afterwards, which

@@ -275,13 +275,14 @@ def test_fault_knobs_are_read_from_the_environment():
         "import json, django\n"
         "django.setup()\n"
         "from django.conf import settings as s\n"
-        "print(json.dumps([s.DEMO_HEALTH_STATUS, s.DEMO_HEALTH_DELAY, s.DEMO_BROKEN_URLCONF]))\n"
+        "print(json.dumps([s.DEMO_HEALTH_STATUS, s.DEMO_HEALTH_DELAY, s.DEMO_BROKEN_URLCONF, s.ALLOWED_HOSTS]))\n"
     )
     unset = run_in_demo("-c", code)
-    faulty = run_in_demo("-c", code, DEMO_HEALTH_STATUS="503", DEMO_HEALTH_DELAY="2.5", DEMO_BROKEN_URLCONF="1")
+    faulty = run_in_demo("-c", code, DEMO_HEALTH_STATUS="503", DEMO_HEALTH_DELAY="2.5", DEMO_BROKEN_URLCONF="1",
+                         DEMO_ALLOWED_HOSTS="shop.example, www.shop.example")
 
-    assert json.loads(unset.stdout) == [200, 0.0, False], unset.stderr
-    assert json.loads(faulty.stdout) == [503, 2.5, True], faulty.stderr
+    assert json.loads(unset.stdout) == [200, 0.0, False, ["*"]], unset.stderr
+    assert json.loads(faulty.stdout) == [503, 2.5, True, ["shop.example", "www.shop.example"]], faulty.stderr
 
 
 @pytest.mark.parametrize("status", ["fine", "42", "600"])

@@ -900,3 +900,22 @@ UNUSED = rollout.bridge_plan(NOT_HELD, False, SETTINGS, 60)
 )
 def test_restart_message(restart: dict, bridge: dict, swapped: bool, result: dict | None, says: str) -> None:
     assert rollout.restart_message(restart, bridge, swapped, result).startswith(says)
+
+
+# --- health_advice ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("status", "message", "says"), [
+    (404, "", "the app has no such page; set gunicorn_health_path to a path that answers GET with 200"),
+    (405, "", "set gunicorn_health_path"),
+    (400, "", "the app refused the request with Host: shop.internal (with Django, a host missing from ALLOWED_HOSTS); "
+              "set gunicorn_verify_host_header"),
+    (301, "", "the app redirects it (an HTTPS redirect, a missing slash); set gunicorn_health_path"),
+    (-1, "Request failed: <urlopen error [Errno 111] Connection refused>",
+     "nothing answered at http://127.0.0.1:8000/healthz: gunicorn does not listen where djdeploy asked; if it binds "
+     "elsewhere (another port, a unix socket), set gunicorn_bind"),
+    (-1, "Request failed: <urlopen error timed out>", "it took longer than gunicorn_verify_request_timeout allows"),
+    (500, "", "the app fails the request itself; fix it first, or put its last-known-good config back"),
+    (503, "", "djdeploy rollback"),
+])
+def test_health_advice_names_what_to_set(status, message, says):
+    assert says in rollout.health_advice(status, "http://127.0.0.1:8000/healthz", "shop.internal", message)

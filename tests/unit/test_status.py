@@ -74,6 +74,23 @@ def test_a_health_check_that_does_not_answer_200_is_unhealthy(status):
     assert report(given)["outcome"] == "unhealthy"
 
 
+@pytest.mark.parametrize(("status", "names"), [
+    (404, "gunicorn_health_path"),
+    (400, "gunicorn_verify_host_header"),
+    (-1, "gunicorn_bind"),
+    (500, "djdeploy rollback"),
+])
+def test_an_unhealthy_host_says_which_variable_would_make_the_check_fit(status, names):
+    given = raw()
+    given["health"] = {"url": "http://127.0.0.1:8000/healthz", "status": status, "host_header": "localhost",
+                       "message": ""}
+    assert names in report(given)["health"]["advice"]
+
+
+def test_a_healthy_host_needs_no_advice():
+    assert "advice" not in report(raw())["health"]
+
+
 def test_without_a_control_socket_the_live_worker_count_comes_from_the_processes():
     record = report(raw(live_settings=None))
     assert record["settings"]["workers"]["live"] == 5

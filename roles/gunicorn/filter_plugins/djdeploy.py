@@ -43,6 +43,7 @@ class FilterModule:
             "djdeploy_rollout_settled": _refusing(rollout.rollout_settled),
             "djdeploy_previous_settings": rollout.previous_settings,
             "djdeploy_verify_targets": _refusing(rollout.verify_targets),
+            "djdeploy_health_advice": rollout.health_advice,
             "djdeploy_unified_diff": rollout.unified_diff,
             "djdeploy_python_literal": pyliteral.python_literal,
             "djdeploy_comment": pyliteral.comment_text,

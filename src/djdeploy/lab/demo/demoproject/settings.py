@@ -50,7 +50,9 @@ DEBUG = False
 
 # Lab hosts are reached through throwaway container names and addresses that are not
 # known when the image is baked; nginx in front is the only client. Never do this in production.
-ALLOWED_HOSTS = ["*"]
+# DEMO_ALLOWED_HOSTS (comma-separated) narrows it, as a production settings file would: a fault
+# knob for a health check sent with a Host the app refuses.
+ALLOWED_HOSTS = [host.strip() for host in os.environ.get("DEMO_ALLOWED_HOSTS", "*").split(",") if host.strip()]
 
 INSTALLED_APPS = [
     "django.contrib.contenttypes",
