@@ -84,6 +84,30 @@ def _task_progress(event) -> None:
     stderr.print(line)
 
 
+# Below this many columns the reasons get lines of their own: in a fourth column each one
+# was squeezed into a cell five lines tall.
+WIDE_ENOUGH_FOR_A_REASON_COLUMN = 120
+
+
+def _print_settings(settings: dict[str, Any], previous: dict[str, Any], reasons: dict[str, str]) -> None:
+    """Each setting before → after, changed ones in bold, with the reason for its value."""
+    rows = []
+    for name, value in sorted(settings.items()):
+        before = previous.get(name, "-")
+        rows.append((name, _show(before), Text(_show(value), style="bold" if before != value else ""),
+                     reasons.get(name, "").split(": ", 1)[-1]))
+    if stdout.width >= WIDE_ENOUGH_FOR_A_REASON_COLUMN:
+        table = Table("setting", "before", "after", "why", box=None, padding=(0, 2, 0, 2))
+        for row in rows:
+            table.add_row(*row)
+        stdout.print(table)
+        return
+    for name, before, after, reason in rows:
+        stdout.print(Text(f"  {name}  {before} → ") + after)
+        if reason:
+            stdout.print(Text(f"      {reason}", style="dim"))
+
+
 def _print_outcome(host: str, record: dict[str, Any]) -> None:
     """A host's outcome, then each setting before → after with the reason."""
     outcome = record["outcome"]
@@ -96,14 +120,7 @@ def _print_outcome(host: str, record: dict[str, Any]) -> None:
     stdout.print(title)
     settings = record.get("settings") or {}
     if settings:
-        previous = record.get("previous") or {}
-        table = Table("setting", "before", "after", "why", box=None, padding=(0, 2, 0, 2))
-        for name, value in sorted(settings.items()):
-            before = previous.get(name, "-")
-            reason = (record.get("reasons") or {}).get(name, "").split(": ", 1)[-1]
-            style = "bold" if before != value else ""
-            table.add_row(name, _show(before), Text(_show(value), style=style), reason)
-        stdout.print(table)
+        _print_settings(settings, record.get("previous") or {}, record.get("reasons") or {})
     if record.get("diff"):
         stdout.print(Text(record["diff"], style="dim"), soft_wrap=True)
     for warning in record.get("warnings") or []:
