@@ -70,8 +70,8 @@ InventoryOption = Annotated[
                  show_default=False),
 ]
 
-OUTCOME_STYLE = {"applied": "green", "unchanged": "cyan", "rolled_back": "yellow", "refused": "red", "interrupted": "red",
-                 "failed": "bold red"}
+OUTCOME_STYLE = {"applied": "green", "unchanged": "cyan", "would_apply": "cyan", "rolled_back": "yellow",
+                 "refused": "red", "interrupted": "red", "failed": "bold red"}
 
 
 def _task_progress(event) -> None:
@@ -114,7 +114,7 @@ def _print_outcome(host: str, record: dict[str, Any]) -> None:
     change = record.get("change")
     title = Text(f"{host}: ") + Text(outcome, style=OUTCOME_STYLE.get(outcome, ""))
     if change and change != "none":
-        title += Text(f" ({'would ' if record.get('check_mode') else ''}{change})")
+        title += Text(f" ({change})")
     if record.get("restores"):
         title += Text(f", restoring {record['restores']}")
     stdout.print(title)

@@ -31,6 +31,8 @@ _ENTRY_ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_.-]{0,99}$")
 EXIT_FOR_OUTCOME = {
     "applied": ExitCode.OK,
     "unchanged": ExitCode.OK,
+    # --check found a change to make, and made none.
+    "would_apply": ExitCode.OK,
     "refused": ExitCode.REFUSED,
     "rolled_back": ExitCode.ROLLED_BACK,
     "failed": ExitCode.NEEDS_PERSON,

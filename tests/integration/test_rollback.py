@@ -82,6 +82,7 @@ def test_tune_check_leaves_the_config_and_master_alone(lab, two_tunes):
     pid, sha = master_pid(lab), config_sha(lab)
     code, result, _ = run_json(lab, "tune", "web01", "--check", "--set", "max_requests=3333")
     assert code == 0 and result["hosts"]["web01"]["check_mode"] is True
+    assert (result["hosts"]["web01"]["outcome"], result["hosts"]["web01"]["change"]) == ("would_apply", "reload")
     assert "+max_requests = 3333" in result["hosts"]["web01"]["diff"]
     assert (master_pid(lab), config_sha(lab)) == (pid, sha)
 

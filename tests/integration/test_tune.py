@@ -99,7 +99,8 @@ def test_check_mode_shows_the_plan_and_touches_nothing(lab_factory):
     code, result, _ = tune(lab, "web01", "--check")
     record = result["hosts"]["web01"]
     assert code == 0, record
-    assert (record["outcome"], record["change"], record["check_mode"]) == ("unchanged", "restart", True)
+    # The outcome agrees with the change it found (issue 18: it said "unchanged" beside "restart").
+    assert (record["outcome"], record["change"], record["check_mode"]) == ("would_apply", "restart", True)
     # A 1-CPU, 1 GiB host gets fewer workers than the 2-CPU host above.
     assert record["settings"]["workers"] == 3
     assert record["reasons"]["workers"].startswith("workers=3: 1 CPU × 2 + 1")

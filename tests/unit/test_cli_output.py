@@ -45,3 +45,11 @@ def test_on_a_wide_terminal_the_reasons_are_a_column(monkeypatch):
     assert header.split() == ["setting", "before", "after", "why"]
     row = next(line for line in lines if line.strip().startswith("workers"))
     assert row.split()[:3] == ["workers", "1", "5"] and row.rstrip().endswith("100 database connections")
+
+
+def test_check_mode_says_what_it_would_do_once(monkeypatch):
+    out = io.StringIO()
+    monkeypatch.setattr(cli, "stdout", Console(file=out, width=120, highlight=False, soft_wrap=True,
+                                               color_system=None))
+    cli._print_outcome("web01", {**RECORD, "outcome": "would_apply", "check_mode": True})
+    assert out.getvalue().splitlines()[0] == "web01: would_apply (restart)"
