@@ -20,6 +20,7 @@ import hashlib
 import ipaddress
 import re
 from collections.abc import Mapping
+from pathlib import PurePosixPath
 from typing import Any
 
 from djdeploy.errors import DjdeployError
@@ -382,6 +383,22 @@ def previous_settings(service: Mapping[str, Any]) -> dict[str, Any]:
 def normalized(value: Any) -> Any:
     """Lists and tuples of the same values compare equal (the control socket's JSON gives lists)."""
     return list(value) if isinstance(value, tuple) else value
+
+
+def foreign_socket_unit(service: Mapping[str, Any]) -> str | None:
+    """Why a tune leaves alone a service that a socket unit of the user's own starts (a guide's
+    gunicorn.socket), or None when no such unit does.
+
+    djdeploy cannot take such a unit over yet without refusing connections: the unit it would
+    write instead has to bind the address the user's socket holds (measured: 344 requests failed
+    when a tune replaced one)."""
+    socket = service.get("socket")
+    if not socket or socket.get("written_by_djdeploy"):
+        return None
+    listen = ", ".join(socket.get("listen") or []) or "an address djdeploy could not read"
+    starts = PurePosixPath(service["fragment_path"]).name if service.get("fragment_path") else "the service"
+    return (f"{socket.get('unit')} (listening on {listen}) starts {starts}: taking over a socket unit of your own "
+            "is not supported yet, since the switch would refuse connections; nothing was changed")
 
 
 def health_advice(status: int, url: str, host_header: str, message: str = "") -> str:

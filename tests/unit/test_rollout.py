@@ -919,3 +919,26 @@ def test_restart_message(restart: dict, bridge: dict, swapped: bool, result: dic
 ])
 def test_health_advice_names_what_to_set(status, message, says):
     assert says in rollout.health_advice(status, "http://127.0.0.1:8000/healthz", "shop.internal", message)
+
+
+# --- foreign_socket_unit ----------------------------------------------------------------------
+
+GUIDE_SOCKET = {"unit": "gunicorn.socket", "active_state": "active", "fragment_path": "/etc/systemd/system/gunicorn.socket",
+                "sha256": "ab" * 32, "written_by_djdeploy": False, "listen": ["/run/gunicorn.sock"]}
+
+
+@pytest.mark.parametrize(("socket", "refused"), [
+    (None, False),
+    ({**GUIDE_SOCKET, "written_by_djdeploy": True}, False),
+    (GUIDE_SOCKET, True),
+    # A socket file that could not be read is not known to be djdeploy's.
+    ({**GUIDE_SOCKET, "fragment_path": None, "sha256": None, "written_by_djdeploy": False, "listen": []}, True),
+])
+def test_a_socket_unit_of_the_users_own_is_left_alone(socket, refused):
+    service = {"fragment_path": "/etc/systemd/system/gunicorn.service", "socket": socket}
+    message = rollout.foreign_socket_unit(service)
+    assert (message is not None) is refused
+    if refused:
+        assert message.startswith(f"gunicorn.socket (listening on {', '.join(socket['listen']) or 'an address'}")
+        assert "starts gunicorn.service: taking over a socket unit of your own is not supported yet" in message
+        assert message.endswith("nothing was changed")

@@ -124,3 +124,15 @@ def test_the_socket_unit_listens_where_gunicorn_binds() -> None:
         ["Backlog", "2048"],
         ["WantedBy", "sockets.target"],
     ]
+
+
+def test_the_facts_module_knows_a_socket_unit_djdeploy_rendered_by_its_first_line(tmp_path) -> None:
+    spec = importlib.util.spec_from_file_location("gunicorn_facts", ROLE / "library" / "gunicorn_facts.py")
+    assert spec is not None and spec.loader is not None
+    facts = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(facts)
+    ours, guides = tmp_path / "ours.socket", tmp_path / "guides.socket"
+    ours.write_text(render("gunicorn.socket.j2"))
+    guides.write_text("[Unit]\nDescription=gunicorn socket\n\n[Socket]\nListenStream=/run/gunicorn.sock\n\n"
+                      "[Install]\nWantedBy=sockets.target\n")
+    assert (facts.written_by_djdeploy(str(ours)), facts.written_by_djdeploy(str(guides))) == (True, False)

@@ -249,6 +249,9 @@ gunicorn_facts:
             sha256:
               description: SHA-256 of the socket unit file; null if it cannot be read.
               type: str
+            written_by_djdeploy:
+              description: Whether djdeploy rendered the socket unit file (its first line says so).
+              type: bool
             listen:
               description: The addresses systemd listens on for the service.
               type: list
@@ -365,6 +368,16 @@ def read_int_if_present(path):
         return int(read_text(path).strip())
     except FileNotFoundError:
         return None
+
+
+# The first line of every socket unit djdeploy renders (templates/gunicorn.socket.j2).
+DJDEPLOY_SOCKET_MARK = "# Socket unit written by djdeploy."
+
+
+def written_by_djdeploy(path):
+    """Whether the unit file at path is one djdeploy rendered (its first line says so)."""
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        return handle.readline().startswith(DJDEPLOY_SOCKET_MARK)
 
 
 def sha256_of(path):
@@ -903,6 +916,8 @@ def socket_unit(module, triggered_by, warnings):
         "active_state": first_value(properties, "ActiveState"),
         "fragment_path": fragment_path,
         "sha256": warnings.attempt("socket unit file", sha256_of, fragment_path) if fragment_path else None,
+        "written_by_djdeploy": bool(fragment_path)
+        and bool(warnings.attempt("socket unit file", written_by_djdeploy, fragment_path)),
         # "127.0.0.1:8000 (Stream)"
         "listen": [re.sub(r" \(\w+\)$", "", value) for value in properties.get("Listen", []) if value],
     }
