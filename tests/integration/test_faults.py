@@ -296,6 +296,22 @@ def test_a_change_whose_workers_cannot_boot_is_rolled_back(lab):
     assert failed["settings"]["worker_tmp_dir"] == "/nonexistent"
 
 
+@pytest.mark.covers(kind="fault", case="a change rolled back after it had made the environment files 0640 "
+                                       "root:<group>", exit_code=3,
+                    end="rolled back; the environment files have the owner, group and mode they had before the run")
+def test_a_rolled_back_change_gives_the_environment_files_back_their_owner_and_mode(lab):
+    # The operator keeps the app's environment file as they like it; the change tightens it to
+    # 0640 root:demo before it reloads, and fails.
+    lab.sh("web01", f"chown root:root {APP_ENV} && chmod 0644 {APP_ENV}")
+    try:
+        before = HostState.read(lab, "web01")
+        code, record = tune_host(lab, "web01", "--set", "worker_tmp_dir=/nonexistent")
+        rolled_back(lab, "web01", before, code, record, "worker")
+        assert lab.sh("web01", f"stat -c '%U:%G %a' {APP_ENV}").strip() == "root:root 644"
+    finally:
+        lab.sh("web01", f"chown root:demo {APP_ENV} && chmod 0640 {APP_ENV}")
+
+
 @pytest.mark.covers(kind="fault", case="the health endpoint answers 500 after the change", exit_code=3,
                     end="rolled back (the environment file removed again); serves the last-known-good; "
                         "entry rolled_back; lock released")

@@ -149,3 +149,24 @@ def test_a_directory_that_is_a_link_is_judged_by_what_it_points_to(tmp_path):
     spec = {"directories": [{"path": str(tmp_path / "gunicorn"), "mode": "0755", **OWNER}]}
     assert run(tmp_path, **spec)["changed"] is False
     assert (tmp_path / "gunicorn").is_symlink()
+
+
+def test_attributes_change_owner_and_mode_only_and_say_what_they_were(tmp_path):
+    secrets = tmp_path / "env"
+    secrets.write_text("DJANGO_SECRET_KEY=s3cret\n")
+    secrets.chmod(0o644)
+    inode = secrets.stat().st_ino
+    result = run(tmp_path, attributes=[{"path": str(secrets), "mode": "0640", **OWNER}])
+    assert result["changed"] is True
+    assert result["attributes_before"] == [{"path": str(secrets), "mode": "0644", **OWNER}]
+    assert mode_of(secrets) == "0o640" and secrets.stat().st_ino == inode
+    assert secrets.read_text() == "DJANGO_SECRET_KEY=s3cret\n"
+    # What it returned puts the file back as it was, and then nothing is left to change.
+    assert run(tmp_path, attributes=result["attributes_before"])["changed"] is True
+    assert mode_of(secrets) == "0o644"
+    assert run(tmp_path, attributes=result["attributes_before"])["attributes_before"] == []
+
+
+def test_attributes_of_a_missing_file_fail_naming_it(tmp_path):
+    result = run(tmp_path, attributes=[{"path": str(tmp_path / "gone.env"), "mode": "0640", **OWNER}])
+    assert result["failed"] and result["msg"].startswith(f"could not write {tmp_path / 'gone.env'}: ")

@@ -8,8 +8,8 @@ DOCUMENTATION = r"""
 module: gunicorn_files
 short_description: Make directories and write, copy or remove several files in one step
 description:
-  - Makes the given directories, then writes, copies or removes the given files, in the order
-    listed, in one module run. Each file is written to a temporary file beside it and renamed
+  - Makes the given directories, sets the owner, group and mode of the given existing files,
+    then writes, copies or removes the given files, in the order listed, in one module run. Each file is written to a temporary file beside it and renamed
     over the old one, so a reader sees the old file or the new one, never half of either.
   - Writing the history entry, the pointers C(LIVE) and C(LKG), the staged files and the live
     config and unit this way takes one round trip to the host where C(ansible.builtin.copy)
@@ -45,6 +45,31 @@ options:
         description: Its group.
         type: str
         default: root
+  attributes:
+    description:
+      - Existing files whose owner, group and mode to set, without reading or writing their
+        content (environment files that hold secrets). What each had before is returned, to put
+        it back with the same option.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      path:
+        description: The file.
+        type: path
+        required: true
+      mode:
+        description: Its mode, as an octal string.
+        type: str
+        required: true
+      owner:
+        description: Its owner.
+        type: str
+        required: true
+      group:
+        description: Its group.
+        type: str
+        required: true
   files:
     description:
       - Files to write, copy or remove, in order. Exactly one of I(content), I(src) and
@@ -109,6 +134,12 @@ removed:
   returned: always
   type: list
   elements: str
+attributes_before:
+  description: For each file of I(attributes) whose owner, group or mode changed, what they were.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{path: /etc/app/env, owner: app, group: app, mode: "0644"}]
 """
 
 import grp
@@ -210,6 +241,29 @@ def as_text(data):
         return "(binary)"
 
 
+def set_attributes(spec, check_mode):
+    """Give an existing file the owner, group and mode asked for; what it had before, or None
+    when it had them already."""
+    path = spec["path"]
+    mode = parse_mode(spec["mode"], path)
+    uid, gid = ids(spec["owner"], spec["group"])
+    if not attributes_differ(path, mode, uid, gid, follow=True):
+        return None
+    now = os.stat(path)
+    try:
+        owner = pwd.getpwuid(now.st_uid).pw_name
+    except KeyError:
+        owner = str(now.st_uid)
+    try:
+        group = grp.getgrgid(now.st_gid).gr_name
+    except KeyError:
+        group = str(now.st_gid)
+    if not check_mode:
+        os.chown(path, uid, gid)
+        os.chmod(path, mode)
+    return {"path": path, "owner": owner, "group": group, "mode": "%04o" % stat.S_IMODE(now.st_mode)}
+
+
 def put_file(module, spec, diffs):
     """Write, copy or remove one file; 'written', 'removed' or None when nothing changed."""
     dest = spec["dest"]
@@ -250,18 +304,27 @@ def main():
         argument_spec=dict(
             directories=dict(type="list", elements="dict", default=[], options=dict(
                 path=dict(type="path", required=True), **{**owned, "mode": dict(type="str", default="0755")})),
+            attributes=dict(type="list", elements="dict", default=[], options=dict(
+                path=dict(type="path", required=True), mode=dict(type="str", required=True),
+                owner=dict(type="str", required=True), group=dict(type="str", required=True))),
             files=dict(type="list", elements="dict", default=[], options=dict(
                 dest=dict(type="path", required=True), content=dict(type="str"), src=dict(type="path"),
                 absent=dict(type="bool", default=False), **{**owned, "mode": dict(type="str", default="0644")})),
         ),
         supports_check_mode=True,
     )
-    changed, written, removed, diffs = False, [], [], []
+    changed, written, removed, diffs, attributes_before = False, [], [], [], []
     current = None
     try:
         for spec in module.params["directories"]:
             current = spec["path"]
             changed = make_directory(spec, module.check_mode) or changed
+        for spec in module.params["attributes"]:
+            current = spec["path"]
+            before = set_attributes(spec, module.check_mode)
+            if before:
+                changed = True
+                attributes_before.append(before)
         for spec in module.params["files"]:
             current = spec["dest"]
             done = put_file(module, spec, diffs)
@@ -269,8 +332,9 @@ def main():
                 changed = True
                 (written if done == "written" else removed).append(current)
     except (OSError, FileProblem) as exc:
-        module.fail_json(msg="could not write %s: %s" % (current, exc), written=written, removed=removed)
-    result = dict(changed=changed, written=written, removed=removed)
+        module.fail_json(msg="could not write %s: %s" % (current, exc), written=written, removed=removed,
+                         attributes_before=attributes_before)
+    result = dict(changed=changed, written=written, removed=removed, attributes_before=attributes_before)
     if module._diff:
         result["diff"] = diffs
     module.exit_json(**result)
