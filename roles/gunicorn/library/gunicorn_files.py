@@ -241,6 +241,14 @@ def as_text(data):
         return "(binary)"
 
 
+def name_or_number(lookup, number, field):
+    """A user's or group's name, or its number when the system knows no name for it."""
+    try:
+        return getattr(lookup(number), field)
+    except KeyError:
+        return str(number)
+
+
 def set_attributes(spec, check_mode):
     """Give an existing file the owner, group and mode asked for; what it had before, or None
     when it had them already."""
@@ -250,14 +258,8 @@ def set_attributes(spec, check_mode):
     if not attributes_differ(path, mode, uid, gid, follow=True):
         return None
     now = os.stat(path)
-    try:
-        owner = pwd.getpwuid(now.st_uid).pw_name
-    except KeyError:
-        owner = str(now.st_uid)
-    try:
-        group = grp.getgrgid(now.st_gid).gr_name
-    except KeyError:
-        group = str(now.st_gid)
+    owner = name_or_number(pwd.getpwuid, now.st_uid, "pw_name")
+    group = name_or_number(grp.getgrgid, now.st_gid, "gr_name")
     if not check_mode:
         os.chown(path, uid, gid)
         os.chmod(path, mode)
@@ -298,18 +300,23 @@ def put_file(module, spec, diffs):
     return "written"
 
 
+def owned(mode):
+    """The owner, group and mode options of a directory or file, root's by default."""
+    return dict(mode=dict(type="str", default=mode), owner=dict(type="str", default="root"),
+                group=dict(type="str", default="root"))
+
+
 def main():
-    owned = dict(mode=dict(type="str"), owner=dict(type="str", default="root"), group=dict(type="str", default="root"))
     module = AnsibleModule(
         argument_spec=dict(
             directories=dict(type="list", elements="dict", default=[], options=dict(
-                path=dict(type="path", required=True), **{**owned, "mode": dict(type="str", default="0755")})),
+                path=dict(type="path", required=True), **owned("0755"))),
             attributes=dict(type="list", elements="dict", default=[], options=dict(
                 path=dict(type="path", required=True), mode=dict(type="str", required=True),
                 owner=dict(type="str", required=True), group=dict(type="str", required=True))),
             files=dict(type="list", elements="dict", default=[], options=dict(
                 dest=dict(type="path", required=True), content=dict(type="str"), src=dict(type="path"),
-                absent=dict(type="bool", default=False), **{**owned, "mode": dict(type="str", default="0644")})),
+                absent=dict(type="bool", default=False), **owned("0644"))),
         ),
         supports_check_mode=True,
     )
