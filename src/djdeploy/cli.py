@@ -121,6 +121,9 @@ def _print_outcome(host: str, record: dict[str, Any]) -> None:
     settings = record.get("settings") or {}
     if settings:
         _print_settings(settings, record.get("previous") or {}, record.get("reasons") or {})
+    for name, why in sorted((record.get("removed") or {}).items()):
+        before = (record.get("previous") or {}).get(name, "-")
+        stdout.print(Text(f"  {name}  {_show(before)} → ") + Text("removed", style="bold") + Text(f": {why}"))
     if record.get("diff"):
         stdout.print(Text(record["diff"], style="dim"), soft_wrap=True)
     for warning in record.get("warnings") or []:
@@ -153,14 +156,19 @@ def tune_command(
     sets: Annotated[
         Optional[list[str]], typer.Option("--set", help="Override one gunicorn setting: KEY=VALUE (repeatable).")
     ] = None,
+    resets: Annotated[
+        Optional[list[str]],
+        typer.Option("--reset", help="Size a setting the service's own config or flags set, instead of keeping "
+                                     "it (repeatable); a setting djdeploy does not size goes back to gunicorn's default."),
+    ] = None,
     check: Annotated[bool, typer.Option("--check", help="Show facts, settings and the diff; change nothing.")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Size gunicorn from each host's facts, apply it safely, verify it, roll back on failure."""
     from djdeploy.operations import tune
 
-    summary = tune(patterns, inventory=inventory, profile=profile, sets=sets or [], check=check,
-                   on_task=_task_progress)
+    summary = tune(patterns, inventory=inventory, profile=profile, sets=sets or [], resets=resets or [],
+                   check=check, on_task=_task_progress)
     _finish(summary, as_json, _print_outcome)
 
 

@@ -53,6 +53,14 @@ def parse_overrides(pairs: list[str]) -> dict[str, object]:
     return validate_settings(overrides, source="--set")
 
 
+def check_resets(names: list[str]) -> list[str]:
+    """--reset names as a config file spells settings; the host's gunicorn says which exist."""
+    for name in names:
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,63}", name):
+            raise DjdeployError(f"--reset {name!r} is not a gunicorn setting name", fix="name it as a config file does, e.g. workers")
+    return sorted(set(names))
+
+
 def run_identity(argv: list[str]) -> dict[str, str]:
     now = datetime.now(timezone.utc)
     return {
@@ -72,6 +80,7 @@ def tune(
     inventory: Path | None = None,
     profile: str | None = None,
     sets: list[str] | None = None,
+    resets: list[str] | None = None,
     check: bool = False,
     on_task: Callable[[runner.TaskEvent], None] | None = None,
 ) -> dict[str, Any]:
@@ -87,6 +96,8 @@ def tune(
     if overrides:
         extravars["gunicorn_overrides"] = overrides
         extravars["gunicorn_overrides_source"] = "--set"
+    if resets:
+        extravars["gunicorn_reset"] = check_resets(resets)
     result = run_changing("tune.yml", inventory, hosts, extravars, check=check, on_task=on_task)
     return summarize(hosts, result)
 

@@ -95,7 +95,9 @@ def _render_float(value: float) -> str:
 def _render_container(value: list[object] | tuple[object, ...] | dict[object, object], *, depth: int) -> str:
     inner = depth + 1
     if isinstance(value, dict):
-        items = (f"{_render(key, depth=inner)}: {_render(item, depth=inner)}" for key, item in dict.items(value))
+        # Indexing resolves the values of the containers Ansible hands filters; whatever comes
+        # back is checked by type like any value.
+        items = (f"{_render(key, depth=inner)}: {_render(value[key], depth=inner)}" for key in dict.keys(value))
         return "{" + ", ".join(items) + "}"
     rendered = [_render(item, depth=inner) for item in value]
     if isinstance(value, list):

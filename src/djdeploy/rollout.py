@@ -204,11 +204,20 @@ def recovery_kind(service: Mapping[str, Any], lkg: Mapping[str, Any], expected: 
 
 def running_bind(service: Mapping[str, Any]) -> list[str] | None:
     """The addresses the running gunicorn listens on: live from its control socket, else as its
-    config file says; None when neither tells (an untuned master without a control socket)."""
-    for source in (service.get("live_settings"), service.get("config_settings")):
+    flags and config file say read by gunicorn's rules, else as the config file's literal says;
+    None when nothing tells (an untuned master without a control socket, nothing read)."""
+    for source in (service.get("live_settings"), settings_read(service), service.get("config_settings")):
         if source and source.get("bind"):
             return bind_list(source["bind"])
     return None
+
+
+def settings_read(service: Mapping[str, Any]) -> dict[str, Any]:
+    """The plain values of the settings the running service's flags and config file set, as
+    read on the host by gunicorn's own rules (empty when they were not read)."""
+    reading = service.get("settings_read") or {}
+    return {name: entry["value"] for name, entry in (reading.get("settings") or {}).items()
+            if entry.get("plain") and entry.get("value") is not None}
 
 
 def bind_list(bind: str | list[str] | tuple[str, ...]) -> list[str]:
@@ -372,8 +381,9 @@ def rollout_settled(
 
 
 def previous_settings(service: Mapping[str, Any]) -> dict[str, Any]:
-    """What ran before the change, as well as it is known: live, else the file, else counts."""
-    known = service.get("live_settings") or service.get("config_settings")
+    """What ran before the change, as well as it is known: live, else as read by gunicorn's rules,
+    else the file's literals, else counts."""
+    known = service.get("live_settings") or settings_read(service) or service.get("config_settings")
     if known:
         return {**known, **({"bind": bind_list(known["bind"])} if known.get("bind") else {})}
     workers = service.get("workers")

@@ -72,6 +72,8 @@ OPTION_NAMES = (
     "db_hosts_sharing",
     "db_max_connections",
     "default_worker_memory_bytes",
+    "earlier_overrides",
+    "kept",
     "memory_reserve_fraction",
     "override_source",
     "overrides",
@@ -101,12 +103,16 @@ def plan(facts: Mapping[str, Any], options: Mapping[str, Any]) -> Plan:
     warnings = _fact_warnings(host, opts)
     memory = _memory_budget(host, opts)
     database = _database_budget(opts)
-    decided = _concurrency(opts.profile, overrides, opts.override_source)
-    decided.update(_workers(_usable_cpus(host), memory, database, decided, overrides, opts.override_source, warnings))
+    # What the user pinned: this run's overrides, else the settings kept from their own config.
+    pinned = {**opts.kept, **overrides}
+    set_by = {name: f"kept from {source}" for name, source in opts.kept_from.items()}
+    set_by.update({name: f"set by {opts.override_source}" for name in overrides})
+    decided = _concurrency(opts.profile, pinned, set_by)
+    decided.update(_workers(_usable_cpus(host), memory, database, decided, pinned, set_by, warnings))
     decided.update(_fixed_settings(opts))
     decided["preload_app"] = _preload(opts.preload_app)
-    decided.update(_recycling(overrides, opts.override_source))
-    decided.update({name: _Decided(value, f"set by {opts.override_source}") for name, value in overrides.items()})
+    decided.update(_recycling(pinned, set_by))
+    decided.update({name: _Decided(value, set_by[name]) for name, value in pinned.items()})
     warnings.extend(_worker_class_warnings(decided, database))
     if decided["preload_app"].value is False:
         warnings.append(
@@ -116,6 +122,7 @@ def plan(facts: Mapping[str, Any], options: Mapping[str, Any]) -> Plan:
         )
     settings = validate_settings({name: d.value for name, d in decided.items()}, source=opts.override_source)
     warnings.extend(_public_bind_warnings(cast(list[str], settings["bind"])))
+    warnings.extend(_undone_override_warnings(opts.earlier_overrides, settings))
     return {
         "settings": settings,
         "reasons": {name: f"{name}={_shown(settings[name])}: {decided[name].why}" for name in settings},
@@ -227,6 +234,9 @@ class _Options:
     bind_is_default: bool
     overrides: Mapping[str, object]
     override_source: str
+    kept: Mapping[str, object]
+    kept_from: Mapping[str, str]
+    earlier_overrides: Mapping[str, object]
     preload_app: PreloadChoice
 
 
@@ -241,6 +251,8 @@ def _read_options(options: Mapping[str, Any]) -> _Options:
         "memory_reserve_fraction": DEFAULT_MEMORY_RESERVE_FRACTION,
         "override_source": DEFAULT_OVERRIDE_SOURCE,
         "overrides": {},
+        "kept": {},
+        "earlier_overrides": {},
         "preload_app": "auto",
         "profile": "mixed",
     }
@@ -257,6 +269,8 @@ def _read_options(options: Mapping[str, Any]) -> _Options:
         bind_is_default="bind" not in given,
         overrides=_overrides(merged["overrides"]),
         override_source=_override_source(merged["override_source"]),
+        **_kept(merged["kept"]),
+        earlier_overrides=_overrides(merged["earlier_overrides"]),
         preload_app=_preload_choice(merged["preload_app"]),
     )
 
@@ -288,6 +302,21 @@ def _overrides(value: object) -> Mapping[str, object]:
     if not isinstance(value, Mapping):
         raise _invalid("sizing option", "overrides", "a mapping of gunicorn setting names to values", value)
     return value
+
+
+def _kept(value: object) -> dict[str, Any]:
+    """The sized settings the user set in their own config, each {"value": ..., "from": "where"}."""
+    if not isinstance(value, Mapping) or not all(
+        isinstance(item, Mapping) and set(item) == {"value", "from"} and _is_short_text(item["from"])
+        for item in value.values()
+    ):
+        raise _invalid("sizing option", "kept", 'a mapping of setting names to {"value": ..., "from": "where"}', value)
+    values = validate_settings({name: item["value"] for name, item in value.items()}, source="your config")
+    return {"kept": values, "kept_from": {name: str.__str__(value[name]["from"]) for name in values}}
+
+
+def _is_short_text(value: object) -> bool:
+    return isinstance(value, str) and bool(value) and value.isprintable() and len(value) <= 200
 
 
 def _override_source(value: object) -> str:
@@ -464,7 +493,7 @@ class _Decided:
     why: str
 
 
-def _concurrency(profile: Profile, overrides: Mapping[str, object], source: str) -> dict[str, _Decided]:
+def _concurrency(profile: Profile, overrides: Mapping[str, object], set_by: Mapping[str, str]) -> dict[str, _Decided]:
     """worker_class and threads from the profile, unless the user pinned either.
 
     Pinning one implies the other: threads > 1 needs gthread, and a non-threaded worker
@@ -473,13 +502,13 @@ def _concurrency(profile: Profile, overrides: Mapping[str, object], source: str)
     profile_class, profile_threads, profile_why = _PROFILES[profile]
     pinned_threads = overrides.get("threads")
     if "worker_class" in overrides:
-        worker_class = _Decided(overrides["worker_class"], f"set by {source}")
+        worker_class = _Decided(overrides["worker_class"], set_by["worker_class"])
     elif isinstance(pinned_threads, int) and pinned_threads > 1 and profile_class not in GTHREAD_WORKER_CLASSES:
-        worker_class = _Decided("gthread", f"threads={pinned_threads} set by {source} needs the threaded worker")
+        worker_class = _Decided("gthread", f"threads={pinned_threads} {set_by['threads']} needs the threaded worker")
     else:
         worker_class = _Decided(profile_class, profile_why)
     if pinned_threads is not None:
-        threads = _Decided(pinned_threads, f"set by {source}")
+        threads = _Decided(pinned_threads, set_by["threads"])
     elif worker_class.value not in GTHREAD_WORKER_CLASSES:
         threads = _Decided(1, f"worker_class {worker_class.value} runs one thread per worker")
     else:
@@ -493,7 +522,7 @@ def _workers(
     database: _DatabaseBudget | None,
     decided: Mapping[str, _Decided],
     overrides: Mapping[str, object],
-    source: str,
+    set_by: Mapping[str, str],
     warnings: list[str],
 ) -> dict[str, _Decided]:
     """workers (and threads, if the database forces it): CPUs, then memory, then database."""
@@ -503,8 +532,8 @@ def _workers(
     if "workers" in overrides:
         workers = overrides["workers"]
         assert isinstance(workers, int)  # validated
-        warnings.extend(_pinned_workers_warnings(workers, thread_count, memory, database, source))
-        return {"workers": _Decided(workers, f"set by {source}")}
+        warnings.extend(_pinned_workers_warnings(workers, thread_count, memory, database, set_by["workers"]))
+        return {"workers": _Decided(workers, set_by["workers"])}
     by_cpu, cpu_why = _cpu_workers(cpus)
     count, parts = _within_memory(by_cpu, memory)
     result: dict[str, _Decided] = {}
@@ -514,7 +543,7 @@ def _workers(
             # The user pinned threads: keep them at one worker, and say what it risks.
             database_why = f"{database.describe()} fit less than one worker at {thread_count} threads"
             warnings.append(
-                f"threads={thread_count} set by {source} needs {thread_count} connections per worker, "
+                f"threads={thread_count} {set_by['threads']} needs {thread_count} connections per worker, "
                 f"more than {database.describe()}; requests may fail with 'too many connections'"
             )
         elif fewer_threads is not None:
@@ -565,19 +594,19 @@ def _within_database(count: int, threads: int, database: _DatabaseBudget) -> tup
 
 
 def _pinned_workers_warnings(
-    workers: int, threads: int, memory: _MemoryBudget, database: _DatabaseBudget | None, source: str
+    workers: int, threads: int, memory: _MemoryBudget, database: _DatabaseBudget | None, set_by: str
 ) -> list[str]:
     """The user asked explicitly, so a pinned count stands; say what it risks."""
     warnings = []
     if workers > memory.worker_cap:
         warnings.append(
-            f"workers={workers} set by {source} exceeds what memory allows "
+            f"workers={workers} {set_by} exceeds what memory allows "
             f"({memory.worker_cap} at {memory.each()}; {memory.describe()}); "
             "the host may swap or the kernel may kill workers"
         )
     if database is not None and workers * threads > database.per_host:
         warnings.append(
-            f"workers={workers} set by {source} at {threads} threads each needs {workers * threads} "
+            f"workers={workers} {set_by} at {threads} threads each needs {workers * threads} "
             f"connections, more than {database.describe()}; requests may fail with 'too many connections'"
         )
     return warnings
@@ -618,10 +647,10 @@ def _preload(choice: PreloadChoice) -> _Decided:
                           "database connections at import, or if a HUP must load new code")
 
 
-def _recycling(overrides: Mapping[str, object], source: str) -> dict[str, _Decided]:
+def _recycling(overrides: Mapping[str, object], set_by: Mapping[str, str]) -> dict[str, _Decided]:
     """Recycle workers to bound slow memory leaks; jitter so they don't all restart at once."""
     if "max_requests" in overrides:
-        max_requests, max_why = overrides["max_requests"], f"set by {source}"
+        max_requests, max_why = overrides["max_requests"], set_by["max_requests"]
     else:
         max_requests, max_why = 1000, "recycle a worker after 1000 requests to bound slow memory leaks"
     assert isinstance(max_requests, int)  # validated
@@ -633,6 +662,20 @@ def _recycling(overrides: Mapping[str, object], source: str) -> dict[str, _Decid
 
 
 # --- warnings ----------------------------------------------------------------------------
+
+
+def _undone_override_warnings(earlier: Mapping[str, object], settings: Mapping[str, object]) -> list[str]:
+    """An earlier tune's override that this run, not asked again, changes: say how to keep it."""
+    return [
+        f"{name}={_shown(value)} was set by an earlier tune's overrides and this tune changes it to "
+        f"{_shown(settings[name])}; to keep it, pass --set {name}={_shown(value)} or put it in gunicorn_overrides"
+        for name, value in sorted(earlier.items())
+        if name in settings and _same_shape(value) != _same_shape(settings[name])
+    ]
+
+
+def _same_shape(value: object) -> object:
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _fact_warnings(host: _HostFacts, opts: _Options) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
-from djdeploy import hardening, history, pyliteral, role_inputs, rollout, sizing
+from djdeploy import adoption, hardening, history, pyliteral, role_inputs, rollout, sizing
 from djdeploy.errors import DjdeployError
 
 
@@ -23,6 +23,8 @@ class FilterModule:
     def filters(self):
         return {
             "djdeploy_check_role_inputs": _refusing(role_inputs.check_role_inputs),
+            "djdeploy_adopt": _refusing(adoption.adopt),
+            "djdeploy_config_records": adoption.config_records,
             "djdeploy_plan": _refusing(sizing.plan),
             "djdeploy_unit_params": _refusing(rollout.unit_params),
             "djdeploy_sandbox": _refusing(hardening.sandbox),

@@ -14,7 +14,8 @@ description:
     socket say.
   - Only reads; it never changes anything, so it behaves the same in check mode.
   - The contents of the unit's EnvironmentFile= files are never read, because they hold secrets;
-    only their paths, owners and modes (from stat) are returned. The Gunicorn config file is parsed, never executed.
+    only their paths, owners and modes (from stat) are returned. The Gunicorn config file is parsed
+    for its literal values; it is run only by C(settings_reader), as gunicorn runs it.
   - The facts are returned as the top-level C(gunicorn_facts) key, not as C(ansible_facts).
   - Only a unit that systemd does not know fails the module. Anything optional that cannot be
     read becomes null and a message in C(gunicorn_facts.warnings), also shown as an Ansible warning.
@@ -44,6 +45,25 @@ options:
       - Where djdeploy keeps the history of configs and units; only its permissions are read.
     type: path
     default: /var/lib/djdeploy/history
+  settings_reader:
+    description:
+      - Source of a Python program that reads every setting the service's gunicorn command line
+        sets by gunicorn's own rules (the role's C(files/read_settings.py)). When given, it runs
+        with the service's Python as a transient unit with the service's User=, Group=,
+        WorkingDirectory=, Environment= and EnvironmentFile= (the config file is run, as gunicorn
+        runs it), and its JSON answer is returned as C(service.settings_read).
+    type: str
+  discover:
+    description:
+      - When C(service) is not there, use the one loaded service whose ExecStart= runs gunicorn;
+        none or several fail the module, naming them. C(service.unit_id) says which was used.
+    type: bool
+    default: false
+  overrides:
+    description:
+      - Settings to check with the host gunicorn's own validators (only with C(settings_reader)).
+    type: dict
+    default: {}
 notes:
   - Needs root on the host (C(become)) to read other users' C(/proc/PID/smaps_rollup) and to
     connect to the control socket, which Gunicorn creates with mode 0600.
@@ -139,6 +159,10 @@ gunicorn_facts:
       returned: success
       type: dict
       contains:
+        unit_id:
+          description: The service the facts are about (with C(discover), the one found).
+          type: str
+          returned: success
         main_pid:
           description: PID of the Gunicorn master; null when the service does not run.
           type: int
@@ -281,6 +305,17 @@ gunicorn_facts:
               elements: dict
               sample:
                 - {kind: EnvironmentFile, path: /etc/demo/env, owner: root, group: demo, mode: "0640", problems: []}
+        settings_read:
+          description:
+            - Only with C(settings_reader); else null. What the reader printed, by gunicorn's own rules
+              - C(settings), each setting the flags, GUNICORN_CMD_ARGS or the config file set, with
+              C(source), C(value) (null when not plain data), C(hook) (a function), C(plain) and
+              C(error) (gunicorn's validator refused it); C(registry), each setting of the host's
+              gunicorn with its C(flags), C(validator), C(section) and C(default); C(overrides),
+              gunicorn's verdict on each of the C(overrides); C(config_file); C(app);
+              C(gunicorn_version); C(djdeploy), what a config djdeploy wrote records about itself.
+            - Or C({error}) when the reader could not run or gunicorn could not parse the command line.
+          type: dict
     warnings:
       description: Why an optional fact is null.
       type: list
@@ -301,6 +336,7 @@ import math
 import os
 import pwd
 import re
+import shlex
 import socket
 import stat
 import struct
@@ -318,7 +354,7 @@ SIZING_MEMORY_FILE = "/sys/fs/cgroup/memory/memory.limit_in_bytes"
 
 UNIT_PROPERTIES = (
     "Id", "LoadState", "MainPID", "ActiveState", "SubState", "User", "Group", "WorkingDirectory",
-    "EnvironmentFiles", "ExecStart", "FragmentPath", "ControlGroup", "Slice", "TriggeredBy",
+    "EnvironmentFiles", "Environment", "ExecStart", "FragmentPath", "ControlGroup", "Slice", "TriggeredBy",
 )
 SOCKET_PROPERTIES = ("Id", "LoadState", "ActiveState", "FragmentPath", "Listen")
 LIVE_SETTING_NAMES = (
@@ -425,6 +461,39 @@ def systemctl_show(module, unit):
     if rc != 0:
         module.fail_json(msg="systemd unit %s: systemctl show failed: %s" % (unit, err.strip()), rc=rc)
     return shown_properties(out)
+
+
+def units_running_gunicorn(module):
+    """The loaded services whose ExecStart= runs gunicorn (`gunicorn ...`, `python -m gunicorn ...`)."""
+    rc, out, err = module.run_command(
+        ["systemctl", "show", "--property=Id,ExecStart", "*.service"], environ_update=C_LOCALE
+    )
+    if rc != 0:
+        module.fail_json(msg="listing the services: systemctl show failed: %s" % err.strip(), rc=rc)
+    found = []
+    for block in out.split("\n\n"):
+        properties = shown_properties(block)
+        argv = re.search(r"argv\[\]=(\S+)(?: (\S+) (\S+))?", first_value(properties, "ExecStart"))
+        if argv and (os.path.basename(argv.group(1)) == "gunicorn" or argv.group(2, 3) == ("-m", "gunicorn")):
+            found.append(first_value(properties, "Id"))
+    return sorted(unit for unit in found if unit)
+
+
+def find_service(module, service):
+    """The service's properties; when it is not there and discovery is on, those of the one
+    service that runs gunicorn. Fails naming the candidates when there are none or several."""
+    properties = systemctl_show(module, service)
+    if first_value(properties, "LoadState") not in ("", "not-found"):
+        return properties
+    candidates = units_running_gunicorn(module) if module.params["discover"] else []
+    if len(candidates) == 1:
+        return systemctl_show(module, candidates[0])
+    if candidates:
+        module.fail_json(msg="systemd unit %s not found, and several services run gunicorn: %s; set gunicorn_service "
+                             "to the one to tune" % (service, ", ".join(candidates)), unit=service, candidates=candidates)
+    module.fail_json(msg="systemd unit %s not found%s; set gunicorn_service to the service that runs gunicorn"
+                         % (service, ", and no loaded service runs gunicorn" if module.params["discover"] else ""),
+                     unit=service, candidates=[])
 
 
 def shown_properties(out):
@@ -1087,6 +1156,30 @@ def sizing_facts(main_pid, master_cgroups, unit_cgroup, master, workers, warning
     }
 
 
+def read_running_settings(module, unit, venv_python, reader_source):
+    """What the settings reader prints about the service's command line and config file, or
+    {"error": why} when it cannot run."""
+    if not venv_python:
+        return {"error": "no Python with gunicorn found beside the unit's program %s" % unit["program"]}
+    command = ["systemd-run", "--quiet", "--wait", "--pipe", "--collect", "--service-type=exec",
+               "--property=RuntimeMaxSec=60", "--property=User=" + unit["user"],
+               "--property=Group=" + (unit["group"] or unit["user"])]
+    if unit["working_directory"]:
+        command.append("--property=WorkingDirectory=" + unit["working_directory"])
+    command += ["--property=EnvironmentFile=" + path for path in unit["environment_files"]]
+    command += ["--setenv=" + assignment for assignment in unit["environment"]]
+    request = {"argv": unit["exec_start"], "overrides": module.params["overrides"]}
+    command += ["--", venv_python, "-c", reader_source, json.dumps(request)]
+    rc, out, err = module.run_command(command, environ_update=C_LOCALE)
+    if rc != 0:
+        lines = [line for line in (err or out).splitlines() if line.strip()]
+        return {"error": "the settings reader exited %d: %s" % (rc, lines[-1] if lines else "no message")}
+    try:
+        return json.loads(out)
+    except ValueError as exc:
+        return {"error": "the settings reader printed no JSON (%s): %s" % (exc, out[:200])}
+
+
 def config_facts(path, warnings):
     """(config_path, sha256, literal settings) of the config file, all None when there is none."""
     if not path or not os.path.exists(path):
@@ -1098,9 +1191,7 @@ def config_facts(path, warnings):
 
 def read_unit(module, service, warnings):
     """What systemd says about the unit; fails the module only when systemd does not know it."""
-    properties = systemctl_show(module, service)
-    if first_value(properties, "LoadState") in ("", "not-found"):
-        module.fail_json(msg="systemd unit %s not found" % service, unit=service)
+    properties = find_service(module, service)
     unit_id = first_value(properties, "Id") or service
     program, argv = exec_start(module, unit_id, first_value(properties, "ExecStart"), warnings)
     # systemd runs a unit without User= as root, and without Group= as the user's primary group.
@@ -1116,6 +1207,8 @@ def read_unit(module, service, warnings):
         "group": group,
         "working_directory": first_value(properties, "WorkingDirectory") or None,
         "environment_files": environment_file_paths(properties.get("EnvironmentFiles", [])),
+        # systemctl quotes an assignment with spaces the way a shell would.
+        "environment": shlex.split(first_value(properties, "Environment")),
         "program": program,
         "exec_start": argv,
         "fragment_path": first_value(properties, "FragmentPath") or None,
@@ -1151,6 +1244,7 @@ def gather(module):
     fragment_path = unit["fragment_path"]
     socket = socket_unit(module, unit["triggered_by"], warnings)
     service = {
+        "unit_id": unit["unit_id"],
         "main_pid": main_pid,
         "active_state": unit["active_state"],
         "sub_state": unit["sub_state"],
@@ -1172,6 +1266,8 @@ def gather(module):
         "venv_python": venv_python,
         "socket": socket,
         "security": security_facts(module, unit["unit_id"], unit, config_path, socket, params["history_dir"], warnings),
+        "settings_read": read_running_settings(module, unit, venv_python, params["settings_reader"])
+        if params["settings_reader"] else None,
     }
     sizing = sizing_facts(main_pid, master_cgroups, unit["cgroup_path"], master, workers, warnings)
     return {"sizing": sizing, "service": service, "warnings": list(warnings), "collected_at_epoch": time.time()}
@@ -1184,6 +1280,9 @@ def main():
             config_path=dict(type="path"),
             control_socket=dict(type="path"),
             history_dir=dict(type="path", default="/var/lib/djdeploy/history"),
+            settings_reader=dict(type="str"),
+            discover=dict(type="bool", default=False),
+            overrides=dict(type="dict", default={}),
         ),
         supports_check_mode=True,
     )
