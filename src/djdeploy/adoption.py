@@ -12,7 +12,9 @@ dropped silently:
 - a few settings belong to djdeploy's unit and config (its control socket, the config file,
   the app on the command line): the user's value is replaced, and the report says so;
 - the user's hook functions and values that cannot be written as literals are refused, naming
-  them, rather than dropped.
+  them, rather than dropped;
+- an override of a setting djdeploy's catalogue does not know (`--set access_log_format=...`)
+  is checked by the host's gunicorn with its own validator, and refused naming it if it fails.
 
 Once djdeploy's config runs, it records which of its values came from the user
 (`djdeploy_kept_settings`), so the next tune keeps them again and settles.
@@ -22,6 +24,7 @@ Pure: standard library only, no I/O.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Mapping
 from typing import Any, TypedDict
 
@@ -56,25 +59,30 @@ class Adopted(TypedDict):
     """What ``adopt`` returns; every part JSON-able."""
 
     kept: dict[str, dict[str, object]]  # sized settings the user set: {"value", "from"}, for sizing
-    carried: dict[str, object]  # settings djdeploy does not size, as the user set them
-    reasons: dict[str, str]  # "name=value: kept from ..." for each carried setting
+    carried: dict[str, object]  # settings djdeploy does not size, as the user set them or overrides them
+    reasons: dict[str, str]  # "name=value: kept from ..." (or "set by ...") for each carried setting
     user_settings: dict[str, str]  # every user setting kept (sized or not) -> where it came from
     removed: dict[str, str]  # user settings the new config does not keep -> why
     earlier_overrides: dict[str, object]  # values an earlier tune's overrides set, not asked for again
     warnings: list[str]
 
 
-def adopt(reading: Mapping[str, Any] | None, *, asked: Iterable[str], resets: Iterable[str]) -> Adopted:
+def adopt(reading: Mapping[str, Any] | None, *, asked: Iterable[str], resets: Iterable[str],
+          host_overrides: Mapping[str, object] | None = None, override_source: str = "gunicorn_overrides") -> Adopted:
     """Decide what the new config keeps of the running service's own settings.
 
     ``reading`` is what read_settings.py printed on the host (None: nothing could be read,
     e.g. no gunicorn found beside the unit's program); ``asked`` the settings this run sets
-    itself (overrides and role inputs); ``resets`` the settings the user gives back to djdeploy.
+    itself (overrides and role inputs); ``resets`` the settings the user gives back to djdeploy;
+    ``host_overrides`` the overrides only the host's gunicorn knows (the reader judged them).
 
     Raises DjdeployError naming the settings when the reading failed, when the user's config
     defines hook functions, or when a value cannot be written back as it is.
     """
     asked, resets = set(asked), set(resets)
+    if not reading and host_overrides:
+        raise DjdeployError(f"cannot check {', '.join(sorted(host_overrides))} (from {override_source}): the "
+                            "host's gunicorn was not read", fix="check that the unit runs gunicorn from a virtualenv")
     if not reading:
         return _nothing_kept()
     if reading.get("error"):
@@ -99,19 +107,27 @@ def adopt(reading: Mapping[str, Any] | None, *, asked: Iterable[str], resets: It
                 "" if SETTINGS.get(name) and SETTINGS[name].managed else "; gunicorn's default applies")
         elif name in asked:
             continue  # this run sets it; the table shows the new value and why
-        elif name in SETTINGS and SETTINGS[name].managed:
+        elif _sized(name):
             result["kept"][name] = {"value": _sized_shape(name, entry["value"]), "from": source}
             result["user_settings"][name] = source
         else:
             result["carried"][name] = entry["value"]
             result["reasons"][name] = f"{name}={_shown(entry['value'])}: kept from {source}"
             result["user_settings"][name] = source
+    for name, value in _checked_by_host(reading, host_overrides or {}, override_source).items():
+        result["carried"][name] = value
+        result["reasons"][name] = f"{name}={_shown(value)}: set by {override_source}"
     earlier = reading.get("djdeploy") or {}
-    result["earlier_overrides"] = {
-        name: user_value
-        for name in (earlier.get(_SET_BY_OVERRIDE) or [])
-        if name not in asked and (user_value := _config_value(reading, name)) is not None
-    }
+    for name in earlier.get(_SET_BY_OVERRIDE) or []:
+        value = _config_value(reading, name)
+        if name in asked or value is None:
+            continue
+        if _sized(name):
+            result["earlier_overrides"][name] = value  # the plan warns if it sizes another value
+        else:
+            result["warnings"].append(
+                f"{name}={_shown(value)} was set by an earlier tune's overrides and this tune drops it (gunicorn's "
+                f"default applies); to keep it, pass --set {name}=... again or put it in gunicorn_overrides")
     return result
 
 
@@ -120,6 +136,29 @@ def config_records(adopted: Mapping[str, Any], overridden: Iterable[str]) -> dic
     which settings came from the user, and which this run's overrides set."""
     user = adopted["user_settings"]
     return {_USER_KEPT: {name: user[name] for name in sorted(user)}, _SET_BY_OVERRIDE: sorted(set(overridden))}
+
+
+def _checked_by_host(reading: Mapping[str, Any], overrides: Mapping[str, object], source: str) -> dict[str, object]:
+    """The overrides the host's gunicorn accepted, as its validators made them; refuses the first
+    one it did not, naming the closest settings of that gunicorn."""
+    verdicts = reading.get("overrides") or {}
+    accepted = {}
+    for name in sorted(overrides):
+        if name in _REPLACED or name in _REFUSED:
+            raise DjdeployError(f"{name} (from {source}): {_REPLACED.get(name) or _REFUSED[name]}; nothing was changed",
+                                fix=f"leave {name} to djdeploy")
+        verdict = verdicts.get(name) or {"error": "the host's gunicorn did not check it"}
+        if "error" in verdict:
+            close = difflib.get_close_matches(name, list(reading.get("registry") or {}), n=3)
+            raise DjdeployError(f"{name} (from {source}): {verdict['error']}; nothing was changed"
+                                + (f"; did you mean {' or '.join(close)}?" if close else ""),
+                                fix="name a setting of gunicorn's config file, with a value it accepts")
+        accepted[name] = verdict["value"]
+    return accepted
+
+
+def _sized(name: str) -> bool:
+    return name in SETTINGS and SETTINGS[name].managed
 
 
 def _nothing_kept() -> Adopted:

@@ -27,6 +27,7 @@ __all__ = [
     "SETTINGS",
     "SettingSpec",
     "parse_override",
+    "split_overrides",
     "validate_settings",
 ]
 
@@ -93,6 +94,9 @@ _PORT = re.compile(r"[0-9]{1,5}")
 # backslashes, '$' or '%' (systemd's specifiers).
 PLAIN_PATH = re.compile(r"^/[A-Za-z0-9._/+@-]*$")
 _INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
+# How gunicorn names its settings; one this catalogue does not know goes to the host, whose
+# gunicorn checks it with its own validator for its version.
+_SETTING_NAME = re.compile(r"[a-z_][a-z0-9_]{0,63}")
 # The kernel's sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
 _UNIX_PATH_MAX_BYTES = 107
 _MAX_BIND_ADDRESSES = 32
@@ -241,6 +245,19 @@ def validate_settings(settings: Mapping[str, object], *, source: str) -> dict[st
     return dict(sorted(normalized.items()))
 
 
+def split_overrides(overrides: Mapping[str, object], *, source: str) -> dict[str, dict[str, object]]:
+    """{"catalogued": ..., "host": ...}: the overrides this catalogue checks (and sizing uses),
+    validated, and those only the host's gunicorn knows, for its own validators to judge."""
+    host = {}
+    for name, value in overrides.items():
+        if name not in SETTINGS:
+            if not isinstance(name, str) or not _SETTING_NAME.fullmatch(name):
+                _spec_for(name, source=source)  # raises, naming it
+            host[name] = value
+    catalogued = validate_settings({n: v for n, v in overrides.items() if n not in host}, source=source)
+    return {"catalogued": catalogued, "host": dict(sorted(host.items()))}
+
+
 def parse_override(text: str, *, source: str) -> tuple[str, object]:
     """Turn one ``KEY=VALUE`` from the command line into a catalogue name and a typed value.
 
@@ -254,6 +271,8 @@ def parse_override(text: str, *, source: str) -> tuple[str, object]:
     if not has_equals:
         raise DjdeployError(f"{where}: expected KEY=VALUE", fix="write it as e.g. workers=4")
     name = key.strip()
+    if name not in SETTINGS and _SETTING_NAME.fullmatch(name):
+        return name, raw  # the host's gunicorn parses it, as from its own command line
     try:
         spec = _lookup(name)
         return spec.name, _normalize(spec, _parse_text(spec, raw))

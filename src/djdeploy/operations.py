@@ -22,7 +22,7 @@ from djdeploy import history as history_rules
 from djdeploy import runner
 from djdeploy import status as status_rules
 from djdeploy.errors import DjdeployError, ExitCode
-from djdeploy.gunicorn_settings import parse_override, validate_settings
+from djdeploy.gunicorn_settings import parse_override, split_overrides
 
 PROFILES = ("cpu", "io", "mixed")
 # A history entry is a directory named after the run that made it: one plain path component.
@@ -49,8 +49,10 @@ def default_inventory() -> Path:
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, object]:
-    overrides = dict(parse_override(pair, source="--set") for pair in pairs)
-    return validate_settings(overrides, source="--set")
+    """--set KEY=VALUE pairs: typed and checked here when djdeploy's catalogue knows the setting,
+    else left as text for the host's gunicorn to check."""
+    split = split_overrides(dict(parse_override(pair, source="--set") for pair in pairs), source="--set")
+    return {**split["catalogued"], **split["host"]}
 
 
 def check_resets(names: list[str]) -> list[str]:

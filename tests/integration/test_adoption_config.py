@@ -148,3 +148,24 @@ def test_tune_keeps_the_users_settings_settles_and_rolls_back_byte_identical_wit
     assert myapp.exec("web01", "test", "-e", "/run/systemd/system/myapp.service.d").returncode != 0
     assert (forth.returncode, forth_record["outcome"]) == (0, "applied"), forth_record
     assert "--config /etc/gunicorn/gunicorn.conf.py" in myapp.sh("web01", f"grep ^ExecStart= {UNIT}")
+
+
+def test_a_setting_only_the_hosts_gunicorn_knows_is_checked_there_and_written_as_a_literal(myapp):
+    value = """%(h)s "%(r)s" %(s)s '+__import__('os').system('touch /tmp/pwned-alf')+'"""
+    done = djdeploy("tune", "web01", "--set", f"access_log_format={value}", "--json", lab=myapp.name)
+    record = outcome(done)
+    assert (done.returncode, record["outcome"]) == (0, "applied"), record
+    assert record["settings"]["access_log_format"] == value
+    assert record["reasons"]["access_log_format"].endswith(": set by --set")
+    config = myapp.sh("web01", "cat /etc/gunicorn/gunicorn.conf.py").splitlines()
+    assert f"access_log_format = {value!r}" in config
+    assert myapp.sh("web01", "find / -xdev -name 'pwned-*' 2>/dev/null; true") == ""
+    # The format is in force: the new lines of the access log end in the quoted request and status.
+    size = log_size(myapp, ACCESS_LOG)
+    myapp.sh("web01", "curl -sf -o /dev/null http://127.0.0.1/healthz")
+    assert myapp.sh("web01", f"tail -c +{size + 1} {ACCESS_LOG}").strip().endswith(
+        "\"GET /healthz HTTP/1.0\" 200 '+__import__('os').system('touch /tmp/pwned-alf')+'")
+    # A plain tune afterwards would undo it, and says so.
+    checked = outcome(djdeploy("tune", "web01", "--check", "--json", lab=myapp.name))
+    assert any(warning.startswith("access_log_format=") and "was set by an earlier tune's overrides" in warning
+               for warning in checked["warnings"]), checked["warnings"]

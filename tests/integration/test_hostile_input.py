@@ -60,8 +60,11 @@ CASES = [
     with_set("--set workers=four (not a number)", "workers=four", culprit="--set workers=four: workers must be an integer"),
     with_set("--set preload_app=maybe (not true or false)", "preload_app=maybe",
              culprit="preload_app must be true or false"),
-    with_set("--set workres=4 (a misspelt setting: did you mean workers?)", "workres=4",
-             culprit="unknown gunicorn setting 'workres'; did you mean 'workers'?"),
+    with_set("--set workres=4 (a misspelt setting: the host's gunicorn knows none such; did you mean workers?)",
+             "workres=4", culprit="workres (from --set): not a gunicorn 27.0.1 setting; nothing was changed; did you "
+                                  "mean workers"),
+    with_set("--set daemon=true (would take the master away from systemd)", "daemon=true",
+             culprit="daemon (from --set): daemon=True makes the master fork away from systemd"),
     with_set("--set max-requests=100 (gunicorn's command-line spelling)", "max-requests=100",
              culprit="did you mean 'max_requests'?"),
     with_set("--set workers (no =VALUE)", "workers", culprit="--set workers: expected KEY=VALUE"),

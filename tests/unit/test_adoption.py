@@ -180,13 +180,18 @@ def test_nothing_read_keeps_nothing():
 def test_in_djdeploys_own_config_only_what_it_recorded_as_the_users_is_kept():
     djdeploy_config = "config file /etc/gunicorn/gunicorn.conf.py"
     reading = reading_of({"timeout": entry(60, djdeploy_config), "workers": entry(5, djdeploy_config),
-                          "loglevel": entry("info", djdeploy_config)},
+                          "loglevel": entry("debug", djdeploy_config), "keepalive": entry(9, djdeploy_config)},
                          written_by_djdeploy=True, djdeploy_kept_settings={"timeout": USER_CONFIG},
-                         djdeploy_overridden=["loglevel"])
+                         djdeploy_overridden=["loglevel", "keepalive"])
     reading["config_file"] = "/etc/gunicorn/gunicorn.conf.py"
     adopted = adopt(reading, asked=[], resets=[])
     assert adopted["kept"] == {"timeout": {"value": 60, "from": USER_CONFIG}} and adopted["carried"] == {}
-    assert adopted["earlier_overrides"] == {"loglevel": "info"}
+    # A sized one is for the plan to judge; one it does not size is dropped, and said so.
+    assert adopted["earlier_overrides"] == {"keepalive": 9}
+    assert adopted["warnings"] == ["loglevel=debug was set by an earlier tune's overrides and this tune drops it "
+                                   "(gunicorn's default applies); to keep it, pass --set loglevel=... again or put "
+                                   "it in gunicorn_overrides"]
+    assert adopt(reading, asked=["loglevel", "keepalive"], resets=[])["warnings"] == []
     assert config_records(adopted, ["workers"]) == {"djdeploy_kept_settings": {"timeout": USER_CONFIG},
                                                     "djdeploy_overridden": ["workers"]}
 
@@ -223,3 +228,31 @@ def test_an_earlier_override_that_this_plan_changes_is_warned_about():
 def test_a_kept_value_djdeploy_would_refuse_is_refused_naming_the_users_config():
     with pytest.raises(DjdeployError, match="your config"):
         plan(FACTS, {"kept": {"workers": {"value": 0, "from": USER_CONFIG}}})
+
+
+def test_an_override_only_the_hosts_gunicorn_knows_is_kept_as_it_judged_it():
+    reading = {**reading_of({}), "overrides": {"access_log_format": {"value": "%(h)s"}}}
+    adopted = adopt(reading, asked=["access_log_format"], resets=[], host_overrides={"access_log_format": "%(h)s"},
+                    override_source="--set")
+    assert adopted["carried"] == {"access_log_format": "%(h)s"}
+    assert adopted["reasons"] == {"access_log_format": "access_log_format=%(h)s: set by --set"}
+    assert adopted["user_settings"] == {}
+
+
+@pytest.mark.parametrize(("name", "verdict", "message"), [
+    ("workres", {"error": "not a gunicorn 27.0.1 setting"},
+     "workres (from --set): not a gunicorn 27.0.1 setting; nothing was changed; did you mean workers?"),
+    ("loglevel", {"error": "ValueError: Invalid log level"}, "loglevel (from --set): ValueError: Invalid log level"),
+    ("daemon", {"value": True}, "daemon (from --set): daemon=True makes the master fork away from systemd"),
+    ("config", {"value": "/x.py"}, "config (from --set): djdeploy's unit runs gunicorn with --config"),
+])
+def test_an_override_the_host_refuses_or_djdeploy_owns_is_refused_naming_it(name, verdict, message):
+    reading = {**reading_of({}), "overrides": {name: verdict}}
+    with pytest.raises(DjdeployError) as refused:
+        adopt(reading, asked=[name], resets=[], host_overrides={name: "x"}, override_source="--set")
+    assert message in str(refused.value)
+
+
+def test_an_override_the_host_could_not_check_is_refused():
+    with pytest.raises(DjdeployError, match="cannot check access_log_format"):
+        adopt(None, asked=[], resets=[], host_overrides={"access_log_format": "%(h)s"})

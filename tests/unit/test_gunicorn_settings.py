@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from djdeploy.errors import DjdeployError, ExitCode
-from djdeploy.gunicorn_settings import SETTINGS, Kind, parse_override, validate_settings
+from djdeploy.gunicorn_settings import SETTINGS, Kind, parse_override, split_overrides, validate_settings
 
 REQUIRED_NAMES = {
     "workers", "worker_class", "threads", "worker_connections", "timeout", "graceful_timeout",
@@ -355,7 +355,7 @@ def test_parse_override_types_values_from_the_catalogue(text: str, expected: tup
         ("workers=٣", "--set workers=٣: workers must be an integer"),
         ("workers=2.5", "--set workers=2.5: workers must be an integer"),
         ("workers=0", "--set workers=0: workers must be between 1 and 256, got 0"),
-        ("workres=3", "--set workres=3: unknown gunicorn setting 'workres'; did you mean 'workers'?"),
+        ("work-res=3", "--set work-res=3: unknown gunicorn setting 'work-res'; did you mean 'workers'?"),
         ("workers", "--set workers: expected KEY=VALUE"),
         ("=4", "--set =4: unknown gunicorn setting ''"),
         ("preload_app=maybe", "--set preload_app=maybe: preload_app must be true or false (also yes/no, 1/0)"),
@@ -390,3 +390,16 @@ def test_parse_override_only_ever_returns_or_raises_djdeploy_error(value: str) -
         else:
             assert parsed_name == name
             assert validate_settings({name: parsed}, source="t") == {name: parsed}
+
+
+def test_split_overrides_checks_the_catalogued_and_leaves_the_rest_to_the_host():
+    split = split_overrides({"workers": 4, "access_log_format": "%(h)s", "proxy_allow_ips": "*"}, source="--set")
+    assert split == {"catalogued": {"workers": 4}, "host": {"access_log_format": "%(h)s", "proxy_allow_ips": "*"}}
+    with pytest.raises(DjdeployError, match="unknown gunicorn setting 'max-requests' \\(from --set\\); did you mean"):
+        split_overrides({"max-requests": 3}, source="--set")
+    with pytest.raises(DjdeployError, match="workers must be between 1 and 256"):
+        split_overrides({"workers": 0, "access_log_format": "x"}, source="--set")
+
+
+def test_parse_override_leaves_a_name_only_gunicorn_knows_as_text():
+    assert parse_override("access_log_format=%(h)s %(r)s", source="--set") == ("access_log_format", "%(h)s %(r)s")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
-from djdeploy import adoption, hardening, history, pyliteral, role_inputs, rollout, sizing
+from djdeploy import adoption, gunicorn_settings, hardening, history, pyliteral, role_inputs, rollout, sizing
 from djdeploy.errors import DjdeployError
 
 
@@ -26,6 +26,7 @@ class FilterModule:
             "djdeploy_adopt": _refusing(adoption.adopt),
             "djdeploy_config_records": adoption.config_records,
             "djdeploy_plan": _refusing(sizing.plan),
+            "djdeploy_split_overrides": _refusing(gunicorn_settings.split_overrides),
             "djdeploy_unit_params": _refusing(rollout.unit_params),
             "djdeploy_sandbox": _refusing(hardening.sandbox),
             "djdeploy_socket_unit_name": _refusing(rollout.socket_unit_name),
