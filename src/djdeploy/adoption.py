@@ -102,9 +102,10 @@ def adopt(reading: Mapping[str, Any] | None, *, asked: Iterable[str], resets: It
         source = entry["source"]
         if name in _REPLACED:
             result["removed"][name] = _REPLACED[name]
+        elif name in resets and _sized(name):
+            continue  # sized as if the user had never set it; the table says why
         elif name in resets:
-            result["removed"][name] = "given back to djdeploy by --reset" + (
-                "" if SETTINGS.get(name) and SETTINGS[name].managed else "; gunicorn's default applies")
+            result["removed"][name] = "given back to djdeploy by --reset; gunicorn's default applies"
         elif name in asked:
             continue  # this run sets it; the table shows the new value and why
         elif _sized(name):

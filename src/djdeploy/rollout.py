@@ -15,6 +15,7 @@ role calls through its filter plugin.
 
 from __future__ import annotations
 
+import base64
 import difflib
 import hashlib
 import ipaddress
@@ -487,11 +488,19 @@ def socket_listen_streams(bind: list[str]) -> list[str]:
     return streams
 
 
-def unified_diff(new_text: str | None, old_text: str | None, path: str) -> str:
+def file_diff(file: Mapping[str, Any], read_now: list[Mapping[str, Any]]) -> str:
+    """The diff for one of --check's files: {"new", "dest", "now"} (new text or None, where it is
+    written, where it is read from now or None), with `read_now` the slurp results."""
+    old = next((base64.b64decode(result["content"]).decode("utf-8", "replace") for result in read_now
+                if result.get("item") == file.get("now") and "content" in result), None)
+    return unified_diff(file.get("new") or None, old, file["dest"], old_path=file.get("now"))
+
+
+def unified_diff(new_text: str | None, old_text: str | None, path: str, old_path: str | None = None) -> str:
     """The change a config write (or, with no new text, its removal) would make, as `diff -u`
-    shows it."""
+    shows it; `old_path` is where the old text is read from, when not `path`."""
     old_lines = (old_text or "").splitlines(keepends=True)
     new_lines = (new_text or "").splitlines(keepends=True)
-    before = path if old_text is not None else "/dev/null"
+    before = (old_path or path) if old_text is not None else "/dev/null"
     after = path if new_text is not None else "/dev/null"
     return "".join(difflib.unified_diff(old_lines, new_lines, fromfile=before, tofile=after))

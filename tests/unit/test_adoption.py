@@ -133,7 +133,7 @@ def test_sized_settings_the_user_set_are_kept_and_the_rest_carried_as_they_are()
 
 @pytest.mark.parametrize(("asked", "resets", "kept", "removed"), [
     (["timeout"], [], {}, {}),
-    ([], ["timeout"], {}, {"timeout": "given back to djdeploy by --reset"}),
+    ([], ["timeout"], {}, {}),
     ([], ["accesslog"], {"timeout": 60}, {"accesslog": "given back to djdeploy by --reset; gunicorn's default applies"}),
 ])
 def test_what_the_run_asks_for_or_resets_is_not_kept(asked, resets, kept, removed):

@@ -7,6 +7,7 @@ with the exact answer (or the exact refusal) each must give.
 
 from __future__ import annotations
 
+import base64
 import copy
 import hashlib
 from typing import Any
@@ -942,3 +943,17 @@ def test_a_socket_unit_of_the_users_own_is_left_alone(socket, refused):
         assert message.startswith(f"gunicorn.socket (listening on {', '.join(socket['listen']) or 'an address'}")
         assert "starts gunicorn.service: taking over a socket unit of your own is not supported yet" in message
         assert message.endswith("nothing was changed")
+
+
+def test_file_diff_reads_the_old_text_from_where_it_is_now():
+    read_now = [{"item": "/etc/systemd/system/myapp.service", "content": base64.b64encode(b"a\nb\n").decode()}]
+    unit = {"new": "a\nc\n", "dest": "/etc/systemd/system/myapp.service", "now": "/etc/systemd/system/myapp.service"}
+    assert rollout.file_diff(unit, read_now).splitlines()[:2] == ["--- /etc/systemd/system/myapp.service",
+                                                                 "+++ /etc/systemd/system/myapp.service"]
+    assert "-b\n+c\n" in rollout.file_diff(unit, read_now)
+    new_config = {"new": "x = 1\n", "dest": "/etc/gunicorn/gunicorn.conf.py", "now": None}
+    assert rollout.file_diff(new_config, read_now).startswith("--- /dev/null\n+++ /etc/gunicorn/gunicorn.conf.py\n")
+    removed_socket = {"new": None, "dest": "/etc/systemd/system/x.socket", "now": "/etc/systemd/system/myapp.service"}
+    assert rollout.file_diff(removed_socket, read_now).startswith("--- /etc/systemd/system/myapp.service\n+++ /dev/null")
+    unchanged = {"new": "a\nb\n", "dest": "/etc/systemd/system/myapp.service", "now": "/etc/systemd/system/myapp.service"}
+    assert rollout.file_diff(unchanged, read_now) == ""
