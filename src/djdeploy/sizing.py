@@ -56,6 +56,7 @@ _PROFILES: Mapping[str, tuple[str, int, str]] = {
 }
 
 FACT_NAMES = (
+    "cgroup_memory_inactive_file_bytes",
     "cgroup_memory_limit_bytes",
     "cgroup_memory_usage_bytes",
     "cpu_quota",
@@ -64,8 +65,8 @@ FACT_NAMES = (
     "gunicorn_pss_total_bytes",
     "mem_available_bytes",
     "mem_total_bytes",
-    "worker_pss_bytes",
-    "worker_pss_source",
+    "worker_anonymous_bytes",
+    "workers_measured",
 )
 OPTION_NAMES = (
     "bind",
@@ -80,7 +81,7 @@ OPTION_NAMES = (
     "preload_app",
     "profile",
 )
-_PSS_SOURCES = ("measured", "import")
+MAX_PLAUSIBLE_PROCESSES = 2**22  # the kernel's pid_max ceiling
 
 
 class Plan(TypedDict):
@@ -166,8 +167,9 @@ class _HostFacts:
     mem_available_bytes: int
     cgroup_memory_limit_bytes: int | None
     cgroup_memory_usage_bytes: int | None
-    worker_pss_bytes: int | None
-    worker_pss_source: str | None
+    cgroup_memory_inactive_file_bytes: int | None
+    worker_anonymous_bytes: int | None
+    workers_measured: int
     gunicorn_pss_total_bytes: int
 
     def as_dict(self) -> dict[str, object]:
@@ -176,7 +178,7 @@ class _HostFacts:
 
 def _read_facts(facts: Mapping[str, Any]) -> _HostFacts:
     _check_names(facts, FACT_NAMES, what="host fact")
-    pss_bytes = _optional_int(facts, "worker_pss_bytes", minimum=1, maximum=MAX_PLAUSIBLE_BYTES, what="host fact")
+    workers_measured = _int(facts, "workers_measured", minimum=0, maximum=MAX_PLAUSIBLE_PROCESSES, what="host fact")
     return _HostFacts(
         cpus_affinity=_int(facts, "cpus_affinity", minimum=1, maximum=MAX_PLAUSIBLE_CPUS, what="host fact"),
         cpu_quota=_cpu_quota(facts),
@@ -187,8 +189,11 @@ def _read_facts(facts: Mapping[str, Any]) -> _HostFacts:
         cgroup_memory_usage_bytes=_optional_int(
             facts, "cgroup_memory_usage_bytes", maximum=MAX_PLAUSIBLE_BYTES, what="host fact"
         ),
-        worker_pss_bytes=pss_bytes,
-        worker_pss_source=_pss_source(facts, pss_known=pss_bytes is not None),
+        cgroup_memory_inactive_file_bytes=_optional_int(
+            facts, "cgroup_memory_inactive_file_bytes", maximum=MAX_PLAUSIBLE_BYTES, what="host fact"
+        ),
+        worker_anonymous_bytes=_worker_anonymous(facts, workers_measured),
+        workers_measured=workers_measured,
         gunicorn_pss_total_bytes=_byte_fact(facts, "gunicorn_pss_total_bytes"),
     )
 
@@ -211,13 +216,14 @@ def _cgroup_limit(facts: Mapping[str, Any]) -> int | None:
     return None if limit is None or limit >= UNLIMITED_MEMORY_BYTES else limit
 
 
-def _pss_source(facts: Mapping[str, Any], *, pss_known: bool) -> str | None:
-    source = _present(facts, "worker_pss_source", what="host fact")
-    if pss_known and source not in _PSS_SOURCES:
-        raise _invalid("host fact", "worker_pss_source", "'measured' or 'import' when worker_pss_bytes is set", source)
-    if not pss_known and source is not None:
-        raise _invalid("host fact", "worker_pss_source", "null when worker_pss_bytes is null", source)
-    return None if source is None else str.__str__(source)
+def _worker_anonymous(facts: Mapping[str, Any], workers_measured: int) -> int | None:
+    """A mean over the workers measured: null exactly when there were none."""
+    anonymous = _present(facts, "worker_anonymous_bytes", what="host fact")
+    if workers_measured == 0 and anonymous is not None:
+        raise _invalid("host fact", "worker_anonymous_bytes", "null when workers_measured is 0", anonymous)
+    if workers_measured > 0 and anonymous is None:
+        raise _invalid("host fact", "worker_anonymous_bytes", "an integer when workers_measured is above 0", anonymous)
+    return _optional_int(facts, "worker_anonymous_bytes", minimum=1, maximum=MAX_PLAUSIBLE_BYTES, what="host fact")
 
 
 # --- options -----------------------------------------------------------------------------
@@ -402,11 +408,11 @@ class _MemoryBudget:
     """Memory the workers may use, and what one worker is taken to need."""
 
     headroom: int  # the tighter of host and cgroup headroom, before the reserve
-    headroom_label: str
+    headroom_terms: str  # the figures the headroom is computed from
     budget: int  # headroom minus the reserve; workers × per_worker must fit in it
     reserve_fraction: float
     per_worker: int
-    per_worker_label: str
+    workers_measured: int  # 0: per_worker is assumed
 
     @property
     def worker_cap(self) -> int:
@@ -414,44 +420,66 @@ class _MemoryBudget:
 
     def each(self) -> str:
         size = format_mib(self.per_worker)
-        if self.per_worker_label == "assumed":
-            return f"{size} each (assumed; PSS unknown)"
-        return f"{size} {self.per_worker_label} each"
+        if self.workers_measured == 0:
+            return f"{size} each (assumed: no running worker to measure)"
+        plural = "" if self.workers_measured == 1 else "s"
+        return f"{size} each (anonymous memory, mean of {self.workers_measured} worker{plural})"
 
     def allows(self, count: int, *, only: bool = False) -> str:
         return f"memory allows {'only ' if only else ''}{count} at {self.each()}"
 
     def describe(self) -> str:
         kept = _percent(1 - Fraction(repr(self.reserve_fraction)))
-        return f"budget {format_mib(self.budget)} = {kept} of {self.headroom_label} {format_mib(self.headroom)}"
+        return f"budget {format_mib(self.budget)} = {kept} of {format_mib(self.headroom)}: {self.headroom_terms}"
 
 
 def _memory_budget(host: _HostFacts, opts: _Options) -> _MemoryBudget:
     """Memory available to Gunicorn once it is restarted, minus the reserve.
 
     What the running Gunicorn holds (gunicorn_pss_total_bytes) comes back when its workers
-    are replaced, so it counts as available. A cgroup limit, when set, may be tighter than
-    the host. The reserve fraction is kept for the OS, page cache and request spikes.
+    are replaced, so it counts as available: the headroom is then the same whatever Gunicorn
+    runs now, and a tune right after a tune finds the same. A cgroup limit, when set, may be
+    tighter than the host. The reserve fraction is kept for the OS, page cache and request spikes.
     """
     returned = host.gunicorn_pss_total_bytes
-    headroom, label = host.mem_available_bytes + returned, "MemAvailable + running gunicorn"
+    running = f"running gunicorn {format_mib(returned)}"
+    headroom = host.mem_available_bytes + returned
+    terms = f"MemAvailable {format_mib(host.mem_available_bytes)} + {running}"
     if host.cgroup_memory_limit_bytes is not None:
-        usage = host.cgroup_memory_usage_bytes or 0
-        cgroup_headroom = max(0, host.cgroup_memory_limit_bytes - usage + returned)
-        if cgroup_headroom < headroom:
-            headroom, label = cgroup_headroom, "cgroup limit − usage + running gunicorn"
+        used, used_terms = _cgroup_used(host)
+        left = host.cgroup_memory_limit_bytes - used + returned
+        if left < headroom:
+            headroom = max(0, left)
+            terms = f"cgroup limit {format_mib(host.cgroup_memory_limit_bytes)} − {used_terms} + {running}"
+            terms += ", nothing left" if left < 0 else ""
     # Fraction(repr(0.2)) is exactly 1/5, so 1 GiB × 0.8 is exactly 819.2 MiB, not a hair less.
     budget = math.floor(headroom * (1 - Fraction(repr(opts.memory_reserve_fraction))))
-    per_worker, per_worker_label = _worker_memory(host, opts)
-    return _MemoryBudget(headroom, label, budget, opts.memory_reserve_fraction, per_worker, per_worker_label)
+    # A worker's anonymous memory (heap, stacks, Python objects; in RAM or swapped out) is the
+    # same with or without preload and whatever the number of workers: preload shares those
+    # pages with the master only until a worker writes them, and Python writes reference counts
+    # as it serves. PSS or private memory would be measured before the change and differ after it.
+    per_worker = host.worker_anonymous_bytes or opts.default_worker_memory_bytes
+    return _MemoryBudget(headroom, terms, budget, opts.memory_reserve_fraction, per_worker, host.workers_measured)
 
 
-def _worker_memory(host: _HostFacts, opts: _Options) -> tuple[int, str]:
-    if host.worker_pss_bytes is None:
-        return opts.default_worker_memory_bytes, "assumed"
-    if host.worker_pss_source == "import":
-        return host.worker_pss_bytes, "PSS at import"
-    return host.worker_pss_bytes, "PSS"
+def _cgroup_used(host: _HostFacts) -> tuple[int, str]:
+    """Memory the cgroup really uses, and its figures.
+
+    Its usage counts page cache, which the kernel reclaims before it refuses memory: the
+    inactive file pages are the cache it reclaims first, so they are not usage (usage minus
+    them is the cgroup's working set). Counting them would size fewer workers on a host that
+    merely read files, and more once the cache aged out.
+    """
+    if host.cgroup_memory_usage_bytes is None:
+        return 0, "usage unknown"
+    usage = host.cgroup_memory_usage_bytes
+    if host.cgroup_memory_inactive_file_bytes is None:
+        return usage, f"usage {format_mib(usage)}"
+    # Read from two files one after the other, so the cache may have grown past the usage read first.
+    working_set = max(0, usage - host.cgroup_memory_inactive_file_bytes)
+    inactive = format_mib(host.cgroup_memory_inactive_file_bytes)
+    terms = f"working set {format_mib(working_set)} (usage {format_mib(usage)} − inactive file cache {inactive})"
+    return working_set, terms
 
 
 @dataclass(frozen=True)
@@ -680,17 +708,14 @@ def _same_shape(value: object) -> object:
 
 def _fact_warnings(host: _HostFacts, opts: _Options) -> list[str]:
     warnings = []
-    if host.worker_pss_bytes is None:
+    if host.worker_anonymous_bytes is None:
         warnings.append(
-            f"memory PSS unknown; assumed {format_mib(opts.default_worker_memory_bytes)} per worker"
-        )
-    elif host.worker_pss_source == "import":
-        warnings.append(
-            f"worker PSS ({format_mib(host.worker_pss_bytes)}) was measured at import, before serving traffic; "
-            "real workers grow, so plan again once workers have run under load"
+            f"no running worker to measure; assumed {format_mib(opts.default_worker_memory_bytes)} of memory per worker"
         )
     if host.cgroup_memory_limit_bytes is not None and host.cgroup_memory_usage_bytes is None:
         warnings.append("cgroup memory usage unknown; assumed 0 bytes used within the cgroup limit")
+    elif host.cgroup_memory_limit_bytes is not None and host.cgroup_memory_inactive_file_bytes is None:
+        warnings.append("cgroup inactive file cache unknown; the whole cgroup usage counted, page cache included")
     return warnings
 
 

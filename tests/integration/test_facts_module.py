@@ -84,18 +84,19 @@ def test_running_service_is_measured_within_the_hosts_limits(inventory):
     assert sizing["cpus_affinity"] == 1
     assert sizing["cgroup_memory_limit_bytes"] == GIB
     assert 0 < sizing["cgroup_memory_usage_bytes"] < GIB
+    assert 0 <= sizing["cgroup_memory_inactive_file_bytes"] < sizing["cgroup_memory_usage_bytes"]
     assert sizing["cpu_quota"] is None
     assert sizing["cpus_online"] >= 1
     assert sizing["mem_total_bytes"] >= sizing["mem_available_bytes"] > 0
-    assert sizing["worker_pss_source"] == "measured"
-    assert 0 < sizing["worker_pss_bytes"] < 200 * MIB
+    assert sizing["workers_measured"] == 1
+    assert 0 < sizing["worker_anonymous_bytes"] < 200 * MIB
 
     assert isinstance(service["main_pid"], int)
     assert service["master"]["pid"] == service["main_pid"]
     assert len(service["workers"]) == 1  # gunicorn's default: one sync worker
     worker = service["workers"][0]
-    assert worker["pss_bytes"] == sizing["worker_pss_bytes"]
-    assert worker["rss_bytes"] >= worker["pss_bytes"]
+    assert worker["anonymous_bytes"] == sizing["worker_anonymous_bytes"]
+    assert worker["rss_bytes"] >= worker["pss_bytes"] and worker["rss_bytes"] >= worker["anonymous_bytes"]
     assert worker["started_at_epoch"] >= service["master"]["started_at_epoch"]
     assert sizing["gunicorn_pss_total_bytes"] == worker["pss_bytes"] + service["master"]["pss_bytes"]
 
@@ -131,12 +132,32 @@ def test_stopped_service_has_no_measurements(inventory):
 
     assert service["main_pid"] is None and service["master"] is None and service["workers"] == []
     assert service["active_state"] == "inactive"
-    assert sizing["worker_pss_bytes"] is None and sizing["worker_pss_source"] is None
+    assert sizing["worker_anonymous_bytes"] is None and sizing["workers_measured"] == 0
     assert sizing["gunicorn_pss_total_bytes"] == 0
     # The limits still hold for the service that is not running.
     assert sizing["cpus_affinity"] == 1
     assert sizing["cgroup_memory_limit_bytes"] == GIB
     assert service["live_settings"] is None and facts["warnings"] == []
+
+
+@pytest.mark.lab
+def test_page_cache_is_reported_apart_from_the_memory_in_use(inventory):
+    before = run_module(inventory).facts["sizing"]
+    # Written, not read back: the kernel keeps the pages as inactive file cache, charged to the host.
+    on_host("dd if=/dev/zero of=/var/tmp/cache bs=1M count=200 status=none && sync")
+    try:
+        cached = run_module(inventory).facts["sizing"]
+    finally:
+        on_host("rm -f /var/tmp/cache")
+    grown = cached["cgroup_memory_usage_bytes"] - before["cgroup_memory_usage_bytes"]
+    cache = cached["cgroup_memory_inactive_file_bytes"] - before["cgroup_memory_inactive_file_bytes"]
+    assert grown >= 150 * MIB, (before, cached)  # the usage counts the cache ...
+    assert cache >= 150 * MIB, (before, cached)  # ... and so does the inactive file figure
+    # Usage less the cache the kernel reclaims first (what sizing counts) barely moved.
+    working_set = {name: facts["cgroup_memory_usage_bytes"] - facts["cgroup_memory_inactive_file_bytes"]
+                   for name, facts in (("before", before), ("cached", cached))}
+    assert abs(working_set["cached"] - working_set["before"]) < 50 * MIB, (before, cached)
+    assert working_set["cached"] < cached["cgroup_memory_usage_bytes"] - 150 * MIB
 
 
 @pytest.mark.lab
@@ -207,6 +228,7 @@ def test_cgroup_v2_takes_the_tightest_limit_of_the_service_and_its_ancestors(mod
     write(root / "memory.max", "max\n")
     write(root / "system.slice" / "memory.max", "2147483648\n")
     write(root / "system.slice" / "memory.current", "500\n")
+    write(root / "system.slice" / "memory.stat", "anon 300\nfile 200\nactive_file 80\ninactive_file 120\n")
     write(root / "system.slice" / "cpu.max", "150000 100000\n")
     write(root / "system.slice" / "gunicorn.service" / "memory.max", "max\n")
     write(root / "system.slice" / "gunicorn.service" / "cpu.max", "max 100000\n")
@@ -217,7 +239,7 @@ def test_cgroup_v2_takes_the_tightest_limit_of_the_service_and_its_ancestors(mod
     for master_paths in (running, None):  # running, and stopped (systemd's ControlGroup path)
         memory = module.service_cgroup_dirs("memory", mounts, master_paths, "/system.slice/gunicorn.service")
         cpu = module.service_cgroup_dirs("cpu", mounts, master_paths, "/system.slice/gunicorn.service")
-        assert module.smallest_memory_limit(memory) == (2 * GIB, 500)
+        assert module.smallest_memory_limit(memory) == (2 * GIB, 500, 120)
         assert module.smallest_cpu_quota(cpu) == 1.5
 
 
@@ -226,6 +248,8 @@ def test_cgroup_v1_subtree_mount_is_read_relative_to_its_root(module, tmp_path):
     root = tmp_path / "memory"
     write(root / "memory.limit_in_bytes", f"{GIB}\n")
     write(root / "memory.usage_in_bytes", "700\n")
+    # v1's own counters leave out the child cgroups; the usage counts them, so do the total_ ones.
+    write(root / "memory.stat", "cache 50\ninactive_file 40\ntotal_cache 450\ntotal_inactive_file 400\n")
     write(root / "system.slice" / "memory.limit_in_bytes", "9223372036854771712\n")  # v1's "no limit"
     mountinfo = f"52 47 0:32 /djdeploy-x-web01 {root} ro,nosuid - cgroup cgroup rw,memory\n"
     mounts = module.cgroup_mounts(mountinfo)
@@ -233,7 +257,33 @@ def test_cgroup_v1_subtree_mount_is_read_relative_to_its_root(module, tmp_path):
 
     dirs = module.service_cgroup_dirs("memory", mounts, paths, "/system.slice/gunicorn.service")
     assert [d for _, d in dirs] == [str(root / "system.slice"), str(root)]
-    assert module.smallest_memory_limit(dirs) == (GIB, 700)
+    assert module.smallest_memory_limit(dirs) == (GIB, 700, 400)
+
+
+@pytest.mark.parametrize(
+    ("version", "files", "expected"),
+    [
+        (1, {"memory.limit_in_bytes": "1000\n", "memory.usage_in_bytes": "900\n",
+             "memory.stat": "inactive_file 1\ntotal_inactive_file 600\n"}, (1000, 900, 600)),
+        (2, {"memory.max": "1000\n", "memory.current": "900\n", "memory.stat": "inactive_file 600\n"},
+         (1000, 900, 600)),
+        # No memory.stat to read: the usage is known, the cache it holds is not.
+        (1, {"memory.limit_in_bytes": "1000\n", "memory.usage_in_bytes": "900\n"}, (1000, 900, None)),
+        (2, {"memory.max": "1000\n", "memory.current": "900\n", "memory.stat": "anon 5\n"}, (1000, 900, None)),
+        # No limit: nothing to measure against.
+        (1, {"memory.limit_in_bytes": "9223372036854771712\n", "memory.usage_in_bytes": "900\n",
+             "memory.stat": "total_inactive_file 600\n"}, (None, None, None)),
+        (2, {"memory.max": "max\n", "memory.current": "900\n", "memory.stat": "inactive_file 600\n"},
+         (None, None, None)),
+        (2, {}, (None, None, None)),  # the memory controller is not enabled here
+    ],
+    ids=["v1 total_inactive_file", "v2 inactive_file", "v1 no memory.stat", "v2 no inactive_file",
+         "v1 unlimited", "v2 max", "v2 no controller"],
+)
+def test_a_cgroup_limit_comes_with_its_usage_and_the_cache_it_may_reclaim(module, tmp_path, version, files, expected):
+    for name, text in files.items():
+        write(tmp_path / name, text)
+    assert module.memory_limit_and_usage(str(tmp_path), version) == expected
 
 
 def test_config_literals_are_read_without_running_the_file(module):

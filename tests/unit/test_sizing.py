@@ -22,7 +22,7 @@ CGROUP_V1_UNLIMITED = 2**63 - 4096
 
 
 def host(**changes: Any) -> dict[str, Any]:
-    """One CPU, 1.5 GiB available, no cgroup limit, workers measured at 40 MiB PSS."""
+    """One CPU, 1.5 GiB available, no cgroup limit, one worker measured at 40 MiB anonymous memory."""
     facts: dict[str, Any] = {
         "cpus_affinity": 1,
         "cpu_quota": None,
@@ -31,8 +31,9 @@ def host(**changes: Any) -> dict[str, Any]:
         "mem_available_bytes": 1536 * MiB,
         "cgroup_memory_limit_bytes": None,
         "cgroup_memory_usage_bytes": None,
-        "worker_pss_bytes": 40 * MiB,
-        "worker_pss_source": "measured",
+        "cgroup_memory_inactive_file_bytes": None,
+        "worker_anonymous_bytes": 40 * MiB,
+        "workers_measured": 1,
         "gunicorn_pss_total_bytes": 0,
     }
     facts.update(changes)
@@ -50,68 +51,72 @@ def refusal(facts: dict[str, Any], options: dict[str, Any] | None = None) -> Djd
 
 REAL_HOSTS = [
     pytest.param(
-        host(cgroup_memory_limit_bytes=GiB, cgroup_memory_usage_bytes=200 * MiB, worker_pss_bytes=38 * MiB),
+        host(cgroup_memory_limit_bytes=GiB, cgroup_memory_usage_bytes=200 * MiB, worker_anonymous_bytes=38 * MiB),
         {},
         (3, "gthread", 2),
-        "workers=3: 1 CPU × 2 + 1; memory allows 17 at 38 MiB PSS each",
-        id="1 CPU, 1 GiB cgroup with 200 MiB used, 38 MiB PSS",
+        "workers=3: 1 CPU × 2 + 1; memory allows 17 at 38 MiB each (anonymous memory, mean of 1 worker)",
+        id="1 CPU, 1 GiB cgroup with 200 MiB used, 38 MiB per worker",
     ),
     pytest.param(
-        host(cpus_affinity=2, cpus_online=2, mem_available_bytes=4 * GiB, worker_pss_bytes=100 * MiB),
+        host(cpus_affinity=2, cpus_online=2, mem_available_bytes=4 * GiB, worker_anonymous_bytes=100 * MiB),
         {"profile": "cpu"},
         (5, "sync", 1),
-        "workers=5: 2 CPUs × 2 + 1; memory allows 32 at 100 MiB PSS each",
+        "workers=5: 2 CPUs × 2 + 1; memory allows 32 at 100 MiB each (anonymous memory, mean of 1 worker)",
         id="2 CPUs, cpu profile",
     ),
     pytest.param(
         host(cpus_affinity=2, cpus_online=2, cpu_quota=0.5),
         {},
         (3, "gthread", 2),
-        "workers=3: 1 CPU (CPU quota 0.5 of 2 CPUs, rounded up) × 2 + 1; memory allows 30 at 40 MiB PSS each",
+        "workers=3: 1 CPU (CPU quota 0.5 of 2 CPUs, rounded up) × 2 + 1; "
+        "memory allows 30 at 40 MiB each (anonymous memory, mean of 1 worker)",
         id="cpu quota 0.5 on a 2-CPU box",
     ),
     pytest.param(
         host(cpus_affinity=4, cpus_online=4, cpu_quota=1.5),
         {"profile": "io"},
         (5, "gthread", 4),
-        "workers=5: 2 CPUs (CPU quota 1.5 of 4 CPUs, rounded up) × 2 + 1; memory allows 30 at 40 MiB PSS each",
+        "workers=5: 2 CPUs (CPU quota 1.5 of 4 CPUs, rounded up) × 2 + 1; "
+        "memory allows 30 at 40 MiB each (anonymous memory, mean of 1 worker)",
         id="cpu quota 1.5 on 4 CPUs rounds up to 2",
     ),
     pytest.param(
         host(cpus_affinity=4, cpus_online=4, cpu_quota=2.0000000001),
         {},
         (5, "gthread", 2),
-        "workers=5: 2 CPUs (CPU quota 2 of 4 CPUs, rounded up) × 2 + 1; memory allows 30 at 40 MiB PSS each",
+        "workers=5: 2 CPUs (CPU quota 2 of 4 CPUs, rounded up) × 2 + 1; "
+        "memory allows 30 at 40 MiB each (anonymous memory, mean of 1 worker)",
         id="float noise in the quota does not add a CPU",
     ),
     pytest.param(
         host(cpus_affinity=2, cpus_online=8, cpu_quota=8.0),
         {},
         (5, "gthread", 2),
-        "workers=5: 2 CPUs × 2 + 1; memory allows 30 at 40 MiB PSS each",
+        "workers=5: 2 CPUs × 2 + 1; memory allows 30 at 40 MiB each (anonymous memory, mean of 1 worker)",
         id="quota above the affinity mask does not bind",
     ),
     pytest.param(
-        host(cpus_affinity=8, cpus_online=8, mem_available_bytes=300 * MiB, worker_pss_bytes=None, worker_pss_source=None),
+        host(cpus_affinity=8, cpus_online=8, mem_available_bytes=300 * MiB, worker_anonymous_bytes=None,
+             workers_measured=0),
         {},
         (3, "gthread", 2),
-        "workers=3: 8 CPUs × 2 + 1 = 17; memory allows only 3 at 64 MiB each (assumed; PSS unknown); "
-        "budget 240 MiB = 80% of MemAvailable + running gunicorn 300 MiB",
-        id="8 CPUs with tiny memory and unknown PSS",
+        "workers=3: 8 CPUs × 2 + 1 = 17; memory allows only 3 at 64 MiB each (assumed: no running worker to measure); "
+        "budget 240 MiB = 80% of 300 MiB: MemAvailable 300 MiB + running gunicorn 0 MiB",
+        id="8 CPUs with tiny memory and no worker to measure",
     ),
     pytest.param(
-        host(cpus_affinity=8, cpus_online=8, mem_available_bytes=8 * GiB, worker_pss_bytes=100 * MiB),
+        host(cpus_affinity=8, cpus_online=8, mem_available_bytes=8 * GiB, worker_anonymous_bytes=100 * MiB),
         {"profile": "io", "db_max_connections": 40, "db_hosts_sharing": 4},
         (2, "gthread", 4),
-        "workers=2: 8 CPUs × 2 + 1 = 17; memory allows 65 at 100 MiB PSS each; "
+        "workers=2: 8 CPUs × 2 + 1 = 17; memory allows 65 at 100 MiB each (anonymous memory, mean of 1 worker); "
         "40 database connections ÷ 4 hosts = 10 per host allow only 2 at 4 threads each",
         id="db budget 40 over 4 hosts with threads 4",
     ),
     pytest.param(
-        host(cpus_affinity=8, cpus_online=8, mem_available_bytes=8 * GiB, worker_pss_bytes=100 * MiB),
+        host(cpus_affinity=8, cpus_online=8, mem_available_bytes=8 * GiB, worker_anonymous_bytes=100 * MiB),
         {"profile": "io", "db_max_connections": 3},
         (1, "gthread", 3),
-        "workers=1: 8 CPUs × 2 + 1 = 17; memory allows 65 at 100 MiB PSS each; "
+        "workers=1: 8 CPUs × 2 + 1 = 17; memory allows 65 at 100 MiB each (anonymous memory, mean of 1 worker); "
         "3 database connections allow only 1 worker at 3 threads",
         id="db budget below one worker's threads reduces threads",
     ),
@@ -119,7 +124,7 @@ REAL_HOSTS = [
         host(mem_available_bytes=8 * GiB),
         {"db_max_connections": 100},
         (3, "gthread", 2),
-        "workers=3: 1 CPU × 2 + 1; memory allows 163 at 40 MiB PSS each; "
+        "workers=3: 1 CPU × 2 + 1; memory allows 163 at 40 MiB each (anonymous memory, mean of 1 worker); "
         "100 database connections allow 50 at 2 threads each",
         id="db budget that does not bind",
     ),
@@ -127,15 +132,15 @@ REAL_HOSTS = [
         host(cpus_affinity=4, cpus_online=4, mem_available_bytes=100 * MiB, gunicorn_pss_total_bytes=200 * MiB),
         {},
         (6, "gthread", 2),
-        "workers=6: 4 CPUs × 2 + 1 = 9; memory allows only 6 at 40 MiB PSS each; "
-        "budget 240 MiB = 80% of MemAvailable + running gunicorn 300 MiB",
+        "workers=6: 4 CPUs × 2 + 1 = 9; memory allows only 6 at 40 MiB each (anonymous memory, mean of 1 worker); "
+        "budget 240 MiB = 80% of 300 MiB: MemAvailable 100 MiB + running gunicorn 200 MiB",
         id="memory held by the running gunicorn comes back",
     ),
     pytest.param(
         host(cpus_affinity=4, cpus_online=4, cgroup_memory_limit_bytes=CGROUP_V1_UNLIMITED, cgroup_memory_usage_bytes=GiB),
         {},
         (9, "gthread", 2),
-        "workers=9: 4 CPUs × 2 + 1; memory allows 30 at 40 MiB PSS each",
+        "workers=9: 4 CPUs × 2 + 1; memory allows 30 at 40 MiB each (anonymous memory, mean of 1 worker)",
         id="cgroup v1 'unlimited' is no limit",
     ),
     pytest.param(
@@ -143,22 +148,41 @@ REAL_HOSTS = [
              gunicorn_pss_total_bytes=150 * MiB),
         {"memory_reserve_fraction": 0.1},
         (5, "gthread", 2),
-        "workers=5: 4 CPUs × 2 + 1 = 9; memory allows only 5 at 40 MiB PSS each; "
-        "budget 225 MiB = 90% of cgroup limit − usage + running gunicorn 250 MiB",
+        "workers=5: 4 CPUs × 2 + 1 = 9; memory allows only 5 at 40 MiB each (anonymous memory, mean of 1 worker); "
+        "budget 225 MiB = 90% of 250 MiB: cgroup limit 512 MiB − usage 412 MiB + running gunicorn 150 MiB",
         id="cgroup headroom tighter than the host",
     ),
     pytest.param(
-        host(cpus_affinity=2, cpus_online=2, worker_pss_bytes=60 * MiB, worker_pss_source="import"),
-        {"memory_reserve_fraction": 0},
+        host(cpus_affinity=4, cpus_online=4, cgroup_memory_limit_bytes=512 * MiB, cgroup_memory_usage_bytes=500 * MiB,
+             cgroup_memory_inactive_file_bytes=200 * MiB, gunicorn_pss_total_bytes=50 * MiB),
+        {},
         (5, "gthread", 2),
-        "workers=5: 2 CPUs × 2 + 1; memory allows 25 at 60 MiB PSS at import each",
-        id="PSS measured at import, no reserve",
+        "workers=5: 4 CPUs × 2 + 1 = 9; memory allows only 5 at 40 MiB each (anonymous memory, mean of 1 worker); "
+        "budget 209.6 MiB = 80% of 262 MiB: cgroup limit 512 MiB − working set 300 MiB "
+        "(usage 500 MiB − inactive file cache 200 MiB) + running gunicorn 50 MiB",
+        id="page cache the kernel reclaims first is not usage",
     ),
     pytest.param(
-        host(cpus_affinity=200, cpus_online=200, mem_available_bytes=80 * GiB, worker_pss_bytes=100 * MiB),
+        host(cpus_affinity=2, cpus_online=2, cgroup_memory_limit_bytes=GiB, cgroup_memory_usage_bytes=400 * MiB,
+             cgroup_memory_inactive_file_bytes=250 * MiB, worker_anonymous_bytes=31 * MiB, workers_measured=3),
+        {},
+        (5, "gthread", 2),
+        "workers=5: 2 CPUs × 2 + 1; memory allows 22 at 31 MiB each (anonymous memory, mean of 3 workers)",
+        id="anonymous memory of 3 workers, cache below the cgroup limit",
+    ),
+    pytest.param(
+        host(cpus_affinity=2, cpus_online=2, worker_anonymous_bytes=60 * MiB),
+        {"memory_reserve_fraction": 0},
+        (5, "gthread", 2),
+        "workers=5: 2 CPUs × 2 + 1; memory allows 25 at 60 MiB each (anonymous memory, mean of 1 worker)",
+        id="no reserve",
+    ),
+    pytest.param(
+        host(cpus_affinity=200, cpus_online=200, mem_available_bytes=80 * GiB, worker_anonymous_bytes=100 * MiB),
         {},
         (256, "gthread", 2),
-        "workers=256: 200 CPUs × 2 + 1 = 401, capped at 256; memory allows 655 at 100 MiB PSS each",
+        "workers=256: 200 CPUs × 2 + 1 = 401, capped at 256; "
+        "memory allows 655 at 100 MiB each (anonymous memory, mean of 1 worker)",
         id="huge host stops at the catalogue's 256 workers",
     ),
 ]
@@ -220,15 +244,15 @@ def test_inputs_are_the_normalized_facts() -> None:
 @pytest.mark.parametrize(
     ("facts", "warning"),
     [
-        (host(worker_pss_bytes=None, worker_pss_source=None), "memory PSS unknown; assumed 64 MiB per worker"),
-        (
-            host(worker_pss_source="import"),
-            "worker PSS (40 MiB) was measured at import, before serving traffic; "
-            "real workers grow, so plan again once workers have run under load",
-        ),
+        (host(worker_anonymous_bytes=None, workers_measured=0),
+         "no running worker to measure; assumed 64 MiB of memory per worker"),
         (
             host(cgroup_memory_limit_bytes=GiB),
             "cgroup memory usage unknown; assumed 0 bytes used within the cgroup limit",
+        ),
+        (
+            host(cgroup_memory_limit_bytes=GiB, cgroup_memory_usage_bytes=100 * MiB),
+            "cgroup inactive file cache unknown; the whole cgroup usage counted, page cache included",
         ),
     ],
 )
@@ -237,10 +261,11 @@ def test_warnings_about_the_facts(facts: dict[str, Any], warning: str) -> None:
 
 
 def test_default_worker_memory_is_an_option() -> None:
-    result = plan(host(worker_pss_bytes=None, worker_pss_source=None), {"default_worker_memory_bytes": 512 * MiB})
-    assert result["warnings"] == ["memory PSS unknown; assumed 512 MiB per worker"]
+    result = plan(host(worker_anonymous_bytes=None, workers_measured=0), {"default_worker_memory_bytes": 512 * MiB})
+    assert result["warnings"] == ["no running worker to measure; assumed 512 MiB of memory per worker"]
     assert result["reasons"]["workers"] == "workers=2: 1 CPU × 2 + 1 = 3; memory allows only 2 at 512 MiB each " \
-        "(assumed; PSS unknown); budget 1228.8 MiB = 80% of MemAvailable + running gunicorn 1536 MiB"
+        "(assumed: no running worker to measure); budget 1228.8 MiB = 80% of 1536 MiB: MemAvailable 1536 MiB + " \
+        "running gunicorn 0 MiB"
 
 
 def test_null_options_mean_defaults() -> None:
@@ -263,17 +288,21 @@ def test_bind_option_is_used_and_validated() -> None:
 
 
 def test_refuses_when_memory_cannot_fit_one_worker() -> None:
-    error = refusal(host(mem_available_bytes=10 * MiB, worker_pss_bytes=None, worker_pss_source=None))
+    error = refusal(host(mem_available_bytes=10 * MiB, worker_anonymous_bytes=None, workers_measured=0))
     assert error.message == (
-        "memory cannot fit one gunicorn worker: budget 8 MiB = 80% of MemAvailable + running gunicorn 10 MiB, "
-        "less than one worker at 64 MiB each (assumed; PSS unknown)"
+        "memory cannot fit one gunicorn worker: "
+        "budget 8 MiB = 80% of 10 MiB: MemAvailable 10 MiB + running gunicorn 0 MiB, "
+        "less than one worker at 64 MiB each (assumed: no running worker to measure)"
     )
     assert error.fix and "raise the cgroup memory limit" in error.fix
 
 
 def test_refuses_when_cgroup_usage_is_over_its_limit() -> None:
     error = refusal(host(cgroup_memory_limit_bytes=GiB, cgroup_memory_usage_bytes=GiB + MiB))
-    assert "budget 0 MiB = 80% of cgroup limit − usage + running gunicorn 0 MiB" in error.message
+    assert (
+        "budget 0 MiB = 80% of 0 MiB: cgroup limit 1024 MiB − usage 1025 MiB + running gunicorn 0 MiB, nothing left, "
+        "less than one worker"
+    ) in error.message
 
 
 def test_refuses_when_the_database_leaves_this_host_no_connection() -> None:
@@ -302,10 +331,14 @@ def test_refuses_when_the_database_leaves_this_host_no_connection() -> None:
         (host(cpu_quota=-1.0), "host fact cpu_quota must be a positive number of cores or null"),
         (host(cpu_quota=math.nan), "host fact cpu_quota must be a positive number of cores or null"),
         (host(cpu_quota=True), "host fact cpu_quota must be a positive number of cores or null"),
-        (host(worker_pss_bytes=0), "host fact worker_pss_bytes must be an integer from 1"),
-        (host(worker_pss_source=None), "host fact worker_pss_source must be 'measured' or 'import'"),
-        (host(worker_pss_source="guess"), "host fact worker_pss_source must be 'measured' or 'import'"),
-        (host(worker_pss_bytes=None), "host fact worker_pss_source must be null when worker_pss_bytes is null"),
+        (host(cgroup_memory_inactive_file_bytes=-1), "host fact cgroup_memory_inactive_file_bytes must be an integer"),
+        (host(worker_anonymous_bytes=0), "host fact worker_anonymous_bytes must be an integer from 1"),
+        (host(worker_anonymous_bytes=None),
+         "host fact worker_anonymous_bytes must be an integer when workers_measured"),
+        (host(workers_measured=0), "host fact worker_anonymous_bytes must be null when workers_measured is 0"),
+        (host(workers_measured=-1), "host fact workers_measured must be an integer from 0"),
+        (host(workers_measured=None), "host fact workers_measured must be an integer, got NoneType None"),
+        (host(worker_pss_bytes=1), "unknown host fact 'worker_pss_bytes'"),
     ],
 )
 def test_invalid_facts_are_named(facts: dict[str, Any], message: str) -> None:
@@ -346,13 +379,13 @@ def test_override_wins_with_its_source_as_reason() -> None:
 
 
 def test_workers_override_above_the_memory_cap_is_kept_with_a_warning() -> None:
-    facts = host(mem_available_bytes=300 * MiB, worker_pss_bytes=100 * MiB)
+    facts = host(mem_available_bytes=300 * MiB, worker_anonymous_bytes=100 * MiB)
     result = plan(facts, {"overrides": {"workers": 10}, "override_source": "--set"})
     assert result["settings"]["workers"] == 10
     assert result["reasons"]["workers"] == "workers=10: set by --set"
     assert result["warnings"] == [
-        "workers=10 set by --set exceeds what memory allows (2 at 100 MiB PSS each; "
-        "budget 240 MiB = 80% of MemAvailable + running gunicorn 300 MiB); "
+        "workers=10 set by --set exceeds what memory allows (2 at 100 MiB each (anonymous memory, mean of 1 worker); "
+        "budget 240 MiB = 80% of 300 MiB: MemAvailable 300 MiB + running gunicorn 0 MiB); "
         "the host may swap or the kernel may kill workers"
     ]
 
@@ -361,7 +394,9 @@ def test_workers_override_even_where_memory_fits_none_is_kept_with_a_warning() -
     facts = host(mem_available_bytes=10 * MiB)
     result = plan(facts, {"overrides": {"workers": 1}, "override_source": "--set"})
     assert result["settings"]["workers"] == 1
-    assert result["warnings"][0].startswith("workers=1 set by --set exceeds what memory allows (0 at 40 MiB PSS each")
+    assert result["warnings"][0].startswith(
+        "workers=1 set by --set exceeds what memory allows (0 at 40 MiB each (anonymous memory, mean of 1 worker)"
+    )
 
 
 def test_workers_override_above_the_database_budget_warns() -> None:
@@ -377,7 +412,7 @@ def test_pinned_threads_above_the_database_budget_stay_with_a_warning() -> None:
     result = plan(host(), {"db_max_connections": 3, "overrides": {"threads": 8}, "override_source": "--set"})
     assert (result["settings"]["workers"], result["settings"]["threads"]) == (1, 8)
     assert result["reasons"]["workers"] == (
-        "workers=1: 1 CPU × 2 + 1 = 3; memory allows 30 at 40 MiB PSS each; "
+        "workers=1: 1 CPU × 2 + 1 = 3; memory allows 30 at 40 MiB each (anonymous memory, mean of 1 worker); "
         "3 database connections fit less than one worker at 8 threads"
     )
     assert result["warnings"] == [
@@ -461,7 +496,7 @@ def test_format_mib(size: int, text: str) -> None:
 @st.composite
 def any_host(draw: st.DrawFn) -> dict[str, Any]:
     cpus = draw(st.integers(min_value=1, max_value=128))
-    pss = draw(st.none() | st.integers(min_value=MiB, max_value=2 * GiB))
+    anonymous = draw(st.none() | st.integers(min_value=MiB, max_value=2 * GiB))
     limit = draw(st.none() | st.integers(min_value=0, max_value=64 * GiB) | st.just(CGROUP_V1_UNLIMITED))
     return {
         "cpus_affinity": cpus,
@@ -471,8 +506,9 @@ def any_host(draw: st.DrawFn) -> dict[str, Any]:
         "mem_available_bytes": draw(st.integers(min_value=0, max_value=256 * GiB)),
         "cgroup_memory_limit_bytes": limit,
         "cgroup_memory_usage_bytes": draw(st.none() | st.integers(min_value=0, max_value=64 * GiB)),
-        "worker_pss_bytes": pss,
-        "worker_pss_source": None if pss is None else draw(st.sampled_from(["measured", "import"])),
+        "cgroup_memory_inactive_file_bytes": draw(st.none() | st.integers(min_value=0, max_value=64 * GiB)),
+        "worker_anonymous_bytes": anonymous,
+        "workers_measured": 0 if anonymous is None else draw(st.integers(min_value=1, max_value=300)),
         "gunicorn_pss_total_bytes": draw(st.integers(min_value=0, max_value=8 * GiB)),
     }
 
@@ -493,12 +529,14 @@ def memory_budget(facts: dict[str, Any], options: dict[str, Any]) -> int:
     headroom = facts["mem_available_bytes"] + returned
     limit = facts["cgroup_memory_limit_bytes"]
     if limit is not None and limit < 2**60:
-        headroom = min(headroom, max(0, limit - (facts["cgroup_memory_usage_bytes"] or 0) + returned))
+        # Page cache the kernel reclaims first is not usage; never below nothing.
+        used = max(0, (facts["cgroup_memory_usage_bytes"] or 0) - (facts["cgroup_memory_inactive_file_bytes"] or 0))
+        headroom = min(headroom, max(0, limit - used + returned))
     return math.floor(headroom * (1 - Fraction(str(options["memory_reserve_fraction"]))))
 
 
 def worker_memory(facts: dict[str, Any]) -> int:
-    return facts["worker_pss_bytes"] or 64 * MiB
+    return facts["worker_anonymous_bytes"] or 64 * MiB
 
 
 def per_host_connections(options: dict[str, Any]) -> int | None:
@@ -549,6 +587,70 @@ def test_same_input_same_plan(facts: dict[str, Any], options: dict[str, Any]) ->
     assert first == second
     if first is not None:
         assert json.dumps(first) == json.dumps(second)
+
+
+def settings_or_refusal(facts: dict[str, Any], options: dict[str, Any]) -> dict[str, Any] | str:
+    try:
+        return plan(facts, options)["settings"]
+    except DjdeployError as exc:
+        return exc.message.partition(":")[0]  # the kind of refusal, without the figures
+
+
+@given(any_host(), any_options, st.integers(min_value=64 * MiB, max_value=4 * GiB), st.data())
+def test_page_cache_does_not_change_the_plan(
+    facts: dict[str, Any], options: dict[str, Any], limit: int, data: st.DataObject
+) -> None:
+    """Reading files fills the cgroup's page cache; the kernel gives it back before it refuses memory."""
+    usage = data.draw(st.integers(min_value=0, max_value=limit))
+    cache = data.draw(st.integers(min_value=0, max_value=limit - usage))
+    measured = {**facts, "cgroup_memory_limit_bytes": limit, "cgroup_memory_usage_bytes": usage,
+                "cgroup_memory_inactive_file_bytes": 0}
+    cached = {**measured, "cgroup_memory_usage_bytes": usage + cache, "cgroup_memory_inactive_file_bytes": cache}
+    assert settings_or_refusal(cached, options) == settings_or_refusal(measured, options)
+
+
+@st.composite
+def gunicorn_before_and_after(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One host as a tune finds it, then as the next tune finds it once the first changed gunicorn.
+
+    Everything but gunicorn stays: the host's other memory and the workers' anonymous memory
+    (the same with or without preload). What gunicorn holds, how many workers run and the page
+    cache may all differ.
+    """
+    cpus = draw(st.integers(min_value=1, max_value=64))
+    anonymous = draw(st.integers(min_value=MiB, max_value=GiB))
+    held = st.integers(min_value=0, max_value=8 * GiB)
+    before_held, after_held = draw(held), draw(held)
+    free_with_gunicorn = draw(st.integers(min_value=max(before_held, after_held), max_value=64 * GiB))
+    limit = draw(st.none() | st.integers(min_value=64 * MiB, max_value=64 * GiB))
+    others = draw(st.integers(min_value=0, max_value=16 * GiB))
+
+    def seen(held_bytes: int, workers: int, cache: int) -> dict[str, Any]:
+        return {
+            "cpus_affinity": cpus,
+            "cpu_quota": None,
+            "cpus_online": cpus,
+            "mem_total_bytes": 128 * GiB,
+            "mem_available_bytes": free_with_gunicorn - held_bytes,
+            "cgroup_memory_limit_bytes": limit,
+            "cgroup_memory_usage_bytes": None if limit is None else others + held_bytes + cache,
+            "cgroup_memory_inactive_file_bytes": None if limit is None else cache,
+            "worker_anonymous_bytes": anonymous,
+            "workers_measured": workers,
+            "gunicorn_pss_total_bytes": held_bytes,
+        }
+
+    workers, caches = st.integers(min_value=1, max_value=256), st.integers(min_value=0, max_value=8 * GiB)
+    return seen(before_held, draw(workers), draw(caches)), seen(after_held, draw(workers), draw(caches))
+
+
+@settings(max_examples=300)
+@given(gunicorn_before_and_after(), any_options)
+def test_a_tune_right_after_a_tune_plans_the_same(
+    hosts: tuple[dict[str, Any], dict[str, Any]], options: dict[str, Any]
+) -> None:
+    before, after = hosts
+    assert settings_or_refusal(after, options) == settings_or_refusal(before, options)
 
 
 @given(any_host(), any_options, st.integers(min_value=1, max_value=256))

@@ -9,9 +9,9 @@ module: gunicorn_facts
 short_description: Read the facts djdeploy sizes Gunicorn from
 description:
   - Reads, on the host, the CPU and memory Gunicorn can use as its systemd service sees them
-    (CPU affinity, cgroup v1 or v2 CPU quota and memory limit), the PSS of its running master
-    and workers, and what the systemd unit, the Gunicorn config file and Gunicorn's live control
-    socket say.
+    (CPU affinity, cgroup v1 or v2 CPU quota, memory limit and usage with the page cache it may
+    reclaim), the memory of its running master and workers, and what the systemd unit, the
+    Gunicorn config file and Gunicorn's live control socket say.
   - Only reads; it never changes anything, so it behaves the same in check mode.
   - The contents of the unit's EnvironmentFile= files are never read, because they hold secrets;
     only their paths, owners and modes (from stat) are returned. The Gunicorn config file is parsed
@@ -85,7 +85,7 @@ EXAMPLES = r"""
 
 - name: Show the measured worker memory
   ansible.builtin.debug:
-    msg: "{{ gathered.gunicorn_facts.sizing.worker_pss_bytes }}"
+    msg: "{{ gathered.gunicorn_facts.sizing.worker_anonymous_bytes }}"
 
 - name: Use an explicit control socket
   gunicorn_facts:
@@ -135,20 +135,30 @@ gunicorn_facts:
           type: int
           sample: 1073741824
         cgroup_memory_usage_bytes:
-          description: Memory usage of the cgroup that has that limit; null without a limit.
+          description: Memory usage of the cgroup that has that limit, page cache included; null without a limit.
           returned: success
           type: int
           sample: 71061504
-        worker_pss_bytes:
-          description: Mean PSS of the running workers; null if none runs.
+        cgroup_memory_inactive_file_bytes:
+          description:
+            - Inactive file pages (page cache the kernel reclaims first) of that cgroup and its children,
+              from memory.stat (v1 C(total_inactive_file), v2 C(inactive_file)); null without a limit or
+              when unreadable.
           returned: success
           type: int
-          sample: 15107072
-        worker_pss_source:
-          description: C(measured) when worker_pss_bytes comes from running workers, else null.
+          sample: 11423744
+        worker_anonymous_bytes:
+          description:
+            - Mean anonymous memory (C(Anonymous) + C(Swap) of smaps_rollup) of the running workers,
+              whether shared with the master or not; null if none runs.
           returned: success
-          type: str
-          sample: measured
+          type: int
+          sample: 31457280
+        workers_measured:
+          description: How many running workers worker_anonymous_bytes is the mean of; 0 if none runs.
+          returned: success
+          type: int
+          sample: 3
         gunicorn_pss_total_bytes:
           description: PSS of the master plus all workers; 0 if nothing runs.
           returned: success
@@ -235,12 +245,13 @@ gunicorn_facts:
           type: dict
           returned: success
         workers:
-          description: The running workers, each with pid, pss_bytes, rss_bytes, started_at_epoch.
+          description: The running workers, each with pid, pss_bytes, rss_bytes, anonymous_bytes, started_at_epoch.
           type: list
           elements: dict
           returned: success
         master:
-          description: The master process (pid, pss_bytes, rss_bytes, started_at_epoch); null when not running.
+          description:
+            - The master process (pid, pss_bytes, rss_bytes, anonymous_bytes, started_at_epoch); null when not running.
           type: dict
           returned: success
         gunicorn_version:
@@ -621,6 +632,8 @@ def process_memory(pid, boot_epoch):
         "pid": pid,
         "pss_bytes": kib_field(rollup, "Pss"),
         "rss_bytes": kib_field(rollup, "Rss"),
+        # Memory backed by no file, shared with the master (copy-on-write) or not, in RAM or swapped out.
+        "anonymous_bytes": kib_field(rollup, "Anonymous") + kib_field(rollup, "Swap"),
         "started_at_epoch": started_at_epoch(pid, boot_epoch),
     }
 
@@ -724,7 +737,30 @@ def service_cgroup_dirs(controller, mounts, master_paths, unit_path):
     return dirs
 
 
+def stat_value(text, name):
+    """The number of a "name 1234" line, as in memory.stat; None when there is none."""
+    match = re.search(r"^%s (\d+)$" % re.escape(name), text, re.MULTILINE)
+    return None if match is None else int(match.group(1))
+
+
+def inactive_file_bytes(directory, version):
+    """Page cache the kernel reclaims first, within the cgroup and below it; None if unreadable.
+
+    The usage counts it, but it is not memory the cgroup needs: sizing takes it off.
+    """
+    try:
+        text = read_text(os.path.join(directory, "memory.stat"))
+    except FileNotFoundError:
+        return None
+    # v1's own inactive_file leaves out child cgroups, which memory.usage_in_bytes counts.
+    return stat_value(text, "total_inactive_file" if version == 1 else "inactive_file")
+
+
+NO_MEMORY_LIMIT = (None, None, None)
+
+
 def memory_limit_and_usage(directory, version):
+    """(limit, usage, inactive file cache) of one cgroup; all None when it sets no limit."""
     if version == 1:
         limit = read_int_if_present(os.path.join(directory, "memory.limit_in_bytes"))
         usage_file = "memory.usage_in_bytes"
@@ -732,25 +768,26 @@ def memory_limit_and_usage(directory, version):
         try:
             text = read_text(os.path.join(directory, "memory.max")).strip()
         except FileNotFoundError:
-            return None, None  # the memory controller is not enabled in this v2 tree
+            return NO_MEMORY_LIMIT  # the memory controller is not enabled in this v2 tree
         limit = None if text == "max" else int(text)
         usage_file = "memory.current"
     if limit is None or limit >= UNLIMITED_BYTES:
-        return None, None
-    return limit, read_int_if_present(os.path.join(directory, usage_file))
+        return NO_MEMORY_LIMIT
+    usage = read_int_if_present(os.path.join(directory, usage_file))
+    return limit, usage, inactive_file_bytes(directory, version)
 
 
 def smallest_memory_limit(cgroup_dirs_with_version):
-    """(limit, usage) of the tightest memory limit, or (None, None) when nothing limits."""
-    best = (None, None)
+    """(limit, usage, inactive file cache) of the tightest memory limit; all None when nothing limits."""
+    best = NO_MEMORY_LIMIT
     seen = set()
     for version, directory in cgroup_dirs_with_version:
         if directory in seen:
             continue
         seen.add(directory)
-        limit, usage = memory_limit_and_usage(directory, version)
-        if limit is not None and (best[0] is None or limit < best[0]):
-            best = (limit, usage)
+        found = memory_limit_and_usage(directory, version)
+        if found[0] is not None and (best[0] is None or found[0] < best[0]):
+            best = found
     return best
 
 
@@ -1130,7 +1167,7 @@ def sizing_facts(main_pid, master_cgroups, unit_cgroup, master, workers, warning
     # The explicit root of the v1 memory hierarchy, which is the container's limit on the lab hosts.
     if os.path.exists(SIZING_MEMORY_FILE):
         memory_dirs.append((1, os.path.dirname(SIZING_MEMORY_FILE)))
-    memory_limit = warnings.attempt("cgroup memory limit", smallest_memory_limit, memory_dirs) or (None, None)
+    memory_limit = warnings.attempt("cgroup memory limit", smallest_memory_limit, memory_dirs) or NO_MEMORY_LIMIT
     cpu_dirs = service_cgroup_dirs("cpu", mounts, master_cgroups, unit_cgroup)
     meminfo = warnings.attempt("/proc/meminfo", read_text, "/proc/meminfo") or ""
 
@@ -1140,7 +1177,7 @@ def sizing_facts(main_pid, master_cgroups, unit_cgroup, master, workers, warning
     if affinity is None:
         affinity = len(os.sched_getaffinity(0))
 
-    worker_pss = [worker["pss_bytes"] for worker in workers]
+    worker_anonymous = [worker["anonymous_bytes"] for worker in workers]
     measured = [process["pss_bytes"] for process in ([master] if master else []) + workers]
     return {
         "cpus_affinity": affinity,
@@ -1150,8 +1187,9 @@ def sizing_facts(main_pid, master_cgroups, unit_cgroup, master, workers, warning
         "mem_available_bytes": warnings.attempt("MemAvailable", kib_field, meminfo, "MemAvailable"),
         "cgroup_memory_limit_bytes": memory_limit[0],
         "cgroup_memory_usage_bytes": memory_limit[1],
-        "worker_pss_bytes": round(sum(worker_pss) / len(worker_pss)) if worker_pss else None,
-        "worker_pss_source": "measured" if worker_pss else None,
+        "cgroup_memory_inactive_file_bytes": memory_limit[2],
+        "worker_anonymous_bytes": round(sum(worker_anonymous) / len(worker_anonymous)) if workers else None,
+        "workers_measured": len(workers),
         "gunicorn_pss_total_bytes": sum(measured),
     }
 
