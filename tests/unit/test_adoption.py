@@ -200,7 +200,8 @@ def test_in_djdeploys_own_config_only_what_it_recorded_as_the_users_is_kept():
 
 FACTS = {"cpus_affinity": 2, "cpus_online": 2, "cpu_quota": None, "mem_total_bytes": 4 << 30,
          "mem_available_bytes": 3 << 30, "cgroup_memory_limit_bytes": None, "cgroup_memory_usage_bytes": None,
-         "worker_pss_bytes": None, "worker_pss_source": None, "gunicorn_pss_total_bytes": 0}
+         "cgroup_memory_inactive_file_bytes": None, "worker_anonymous_bytes": None, "workers_measured": 0,
+         "gunicorn_pss_total_bytes": 0}
 
 
 def test_the_plan_keeps_the_users_values_and_says_where_they_came_from():
