@@ -44,10 +44,11 @@ class Sample:
 
 class Load:
     """`connections` threads, each sending GET `url` `rate` times a second on its own
-    keep-alive connection, until `stop()` or `max_seconds`."""
+    keep-alive connection, until `stop()` or `max_seconds`; `host_header` is the Host they send
+    (an app that checks it, as Django's ALLOWED_HOSTS does, needs its own name)."""
 
     def __init__(self, url: str, *, connections: int = 4, rate: float = 10.0, timeout: float = 30.0,
-                 max_seconds: float = MAX_SECONDS):
+                 max_seconds: float = MAX_SECONDS, host_header: str = "localhost"):
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme != "http" or not parsed.hostname:
             raise ValueError(f"load needs an http:// URL, got {url!r}")
@@ -56,6 +57,7 @@ class Load:
         self.host, self.port = parsed.hostname, parsed.port or 80
         self.path = (parsed.path or "/") + (f"?{parsed.query}" if parsed.query else "")
         self.interval, self.timeout, self.max_seconds = 1.0 / rate, timeout, max_seconds
+        self.host_header = host_header
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._samples: list[Sample] = []
@@ -104,7 +106,7 @@ class Load:
     def _one(self, connection: http.client.HTTPConnection) -> tuple[Sample, bool]:
         started, clock = time.time(), time.perf_counter()
         try:
-            connection.request("GET", self.path, headers={"Host": "localhost"})
+            connection.request("GET", self.path, headers={"Host": self.host_header})
             response = connection.getresponse()
             response.read()
         except (OSError, http.client.HTTPException) as exc:
