@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -11,11 +12,21 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DJDEPLOY = str(Path(sys.executable).parent / "djdeploy")
+
+
+def library_module(name: str) -> ModuleType:
+    """One of the role's modules (roles/gunicorn/library/NAME.py), imported to test its functions."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "roles" / "gunicorn" / "library" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def djdeploy(*args: str, lab: str | None = None, check: bool = False, timeout: float = 900,

@@ -11,6 +11,7 @@ verdict (pending, good, rolled_back, refused) and, for a rollback, `restores`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import PurePosixPath
 from typing import Any
 
 from djdeploy.errors import DjdeployError, ExitCode
@@ -40,6 +41,22 @@ def expected_settings(entry: Mapping[str, Any]) -> dict[str, Any]:
     if not entry.get("settings_known", entry.get("kind") != "baseline"):
         return {}
     return dict(entry.get("settings") or {})
+
+
+def config_directories_to_remove(entry: Mapping[str, Any], config_path: str) -> list[str]:
+    """The directories to remove, each only if it is empty, when `entry` is put back: those above
+    `config_path` that its state did not have, the deepest first.
+
+    A baseline records them (`config_directories_missing`) when djdeploy found no config, and a
+    rollback to it copies them, so the host ends as it was found: without the directory djdeploy
+    made for its config. An entry with a config needs them all; a directory the entry does not
+    name, or one that is not above the config, is never removed.
+    """
+    if entry.get("config_present") is not False:
+        return []
+    recorded = {str(PurePosixPath(path)) for path in entry.get("config_directories_missing") or []}
+    above = [str(directory) for directory in PurePosixPath(config_path).parents if directory.name]
+    return [directory for directory in above if directory in recorded]
 
 
 def unfinished_run(entries: Sequence[Mapping[str, Any]], live: str | None, lkg: str | None) -> dict[str, Any] | None:

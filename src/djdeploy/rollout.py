@@ -228,41 +228,62 @@ def bind_list(bind: str | list[str] | tuple[str, ...]) -> list[str]:
 
 
 def restart_plan(unit_show: str, running_bind: list[str] | None, new_bind: list[str],
-                 handed: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                 handed: Mapping[str, Any] | None = None, *, unit_before: str) -> dict[str, Any]:
     """{"held": bool, "handed": bool, "socket_unit": str | None, "why": str}: will connections
     wait through `systemctl restart` instead of being refused?
 
     They do when systemd keeps the listening sockets open: a socket unit (socket activation),
     or the file descriptor store that djdeploy's config has each master fill (or, for a master
     not started from it, that djdeploy filled from that master: `handed`, the answer of the
-    `gunicorn_fdstore` module, if it ran), as long as the next master serves those same
-    addresses (its config closes stored sockets of another bind and binds anew). `unit_show`
-    is `systemctl show -p MainPID,NFileDescriptorStore,TriggeredBy` after any hand-over.
+    `gunicorn_fdstore` module, if it ran), as long as the unit put in place keeps room for them
+    and the next master serves those same addresses (its config closes stored sockets of
+    another bind and binds anew). `unit_show` is `systemctl show -p
+    MainPID,NFileDescriptorStore,FileDescriptorStoreMax,TriggeredBy` after systemd read the new
+    unit and after any hand-over; `unit_before` is `systemctl show -p
+    NFileDescriptorStore,FileDescriptorStoreMax` before systemd read it: what the running master
+    had stored, under the unit it was started from.
     """
     unit = _show_properties(unit_show)
     main_pid = int(unit.get("MainPID") or 0)
     was_handed = bool(handed and handed.get("stored"))
-    held = _restart_held(unit, main_pid, running_bind, new_bind, (handed or {}).get("why"))
+    before = _show_properties(unit_before)
+    stored_before = int(before.get("NFileDescriptorStore") or 0)
+    # djdeploy's units always keep room for the bind and its config always stores it: a master
+    # that stored nothing under a unit with no room was not started from djdeploy's config.
+    elsewhere = not stored_before and not int(before.get("FileDescriptorStoreMax") or 0)
+    held = _restart_held(unit, main_pid, running_bind, new_bind, stored_before, elsewhere,
+                         (handed or {}).get("why"))
     if was_handed and held["held"]:
+        origin = "not started from djdeploy's config, it had stored none" if elsewhere else "it had stored none"
         held["why"] = ("systemd held the listening sockets, which djdeploy had handed it from the running master "
-                       "(not started from djdeploy's config, it had stored none), and the new master took them over: "
-                       "connections waited instead of being refused")
+                       f"({origin}), and the new master took them over: connections waited instead of being refused")
     return {"main_pid": main_pid, "handed": was_handed, "socket_unit": unit.get("TriggeredBy") or None, **held}
 
 
-def _restart_held(unit: Mapping[str, str], main_pid: int, running_bind: list[str] | None,
-                  new_bind: list[str], not_handed: str | None) -> dict[str, Any]:
+def _restart_held(unit: Mapping[str, str], main_pid: int, running_bind: list[str] | None, new_bind: list[str],
+                  stored_before: int, elsewhere: bool, not_handed: str | None) -> dict[str, Any]:
     if unit.get("TriggeredBy"):
         return {"held": True, "why": f"socket-activated by {unit['TriggeredBy']}: systemd keeps the socket "
                                      "open across the restart"}
     if not main_pid:
         return {"held": False, "why": "no master ran, so no socket was open to keep"}
-    stored = int(unit.get("NFileDescriptorStore") or 0)
-    if stored < len(new_bind):
-        tried = f" and djdeploy could not hand them over ({not_handed})" if not_handed else ""
-        return {"held": False, "why": f"systemd holds {stored} of the {len(new_bind)} listening sockets (a "
-                                      f"master not started from djdeploy's config stores none){tried}: "
-                                      "connections were refused until the new master listened"}
+    needed, stored = len(new_bind), int(unit.get("NFileDescriptorStore") or 0)
+    room = int(unit.get("FileDescriptorStoreMax") or 0)
+    refused = "connections were refused until the new master listened"
+    if stored < needed and room < needed and stored_before >= needed:
+        # systemd drops the stored sockets beyond the room of the unit it reads.
+        return {"held": False, "why": "systemd let go of the listening sockets the running master had stored when it "
+                                      f"read the unit put in place, which keeps no more than {room} file descriptors "
+                                      f"(FileDescriptorStoreMax={room}): {refused}"}
+    if stored < needed:
+        master = ("a master not started from djdeploy's config stores none" if elsewhere
+                  else f"the running master had stored {stored_before} of them")
+        if room < needed:
+            master += f", and the unit put in place keeps no more than {room} (FileDescriptorStoreMax={room})"
+        # With no room, the hand-over could only say so again.
+        tried = f" and djdeploy could not hand them over ({not_handed})" if not_handed and room >= needed else ""
+        return {"held": False, "why": f"systemd holds {stored} of the {needed} listening sockets ({master}){tried}: "
+                                      + refused}
     if running_bind is not None and sorted(running_bind) != sorted(new_bind):
         return {"held": False, "why": f"the bind changed from {','.join(running_bind)} to "
                                       f"{','.join(new_bind)}, so the new master bound anew"}

@@ -115,6 +115,34 @@ def test_absent_removes_a_file_and_is_no_change_when_it_is_gone(tmp_path):
     assert run(tmp_path, files=[file(tmp_path / "gunicorn.socket", absent=True)])["changed"] is False
 
 
+def test_remove_if_empty_takes_a_directory_the_removals_left_empty_and_keeps_one_that_holds_anything(tmp_path):
+    """Putting back a state that had no config also takes the directory made for it (issue 18:
+    a rollback to the baseline left an empty /etc/gunicorn); one that holds another file stays."""
+    made, shared = tmp_path / "etc" / "gunicorn", tmp_path / "etc" / "app"
+    for directory in (made, shared):
+        directory.mkdir(parents=True)
+        (directory / "gunicorn.conf.py").write_text("workers = 5\n")
+    (shared / "settings.py").write_text("x = 1\n")
+    asked = {"files": [file(made / "gunicorn.conf.py", absent=True), file(shared / "gunicorn.conf.py", absent=True)],
+             "remove_if_empty": [str(made), str(tmp_path / "etc"), str(shared), str(tmp_path / "missing")]}
+    # Check mode counts the files it would remove, and removes nothing.
+    assert run(tmp_path, check=True, **asked)["directories_removed"] == [str(made)]
+    assert (made / "gunicorn.conf.py").exists()
+    result = run(tmp_path, **asked)
+    assert (result["changed"], result["directories_removed"]) == (True, [str(made)])
+    assert not made.exists() and sorted(p.name for p in shared.iterdir()) == ["settings.py"]
+    # /etc holds app: it stays. A second run finds nothing to do.
+    assert sorted(p.name for p in (tmp_path / "etc").iterdir()) == ["app"]
+    assert run(tmp_path, **asked)["changed"] is False
+
+
+def test_remove_if_empty_leaves_a_link_to_an_empty_directory(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "gunicorn").symlink_to(tmp_path / "real")
+    assert run(tmp_path, remove_if_empty=[str(tmp_path / "gunicorn")])["directories_removed"] == []
+    assert (tmp_path / "gunicorn").is_symlink() and (tmp_path / "real").is_dir()
+
+
 @pytest.mark.parametrize(("spec", "says"), [
     ({"content": "x", "absent": True}, "give exactly one of content, src and absent"),
     ({}, "give exactly one of content, src and absent"),

@@ -765,78 +765,119 @@ def test_the_diff_of_removing_a_config_goes_to_dev_null():
 # --- restart_plan: does systemd hold the listening sockets while the unit restarts? ------------
 
 
-def unit_show(main_pid: int = 812, stored: int = 1, triggered_by: str = "") -> str:
-    return f"MainPID={main_pid}\nNFileDescriptorStore={stored}\nTriggeredBy={triggered_by}\n"
+def unit_show(main_pid: int = 812, stored: int = 1, triggered_by: str = "", room: int = 1) -> str:
+    return (f"MainPID={main_pid}\nNFileDescriptorStore={stored}\nFileDescriptorStoreMax={room}\n"
+            f"TriggeredBy={triggered_by}\n")
+
+
+def unit_before(stored: int = 1, room: int = 1) -> str:
+    return f"NFileDescriptorStore={stored}\nFileDescriptorStoreMax={room}\n"
+
+
+# What the running master stored, under the unit it was started from.
+DJDEPLOYS = unit_before()  # a master of djdeploy's config and unit
+USERS = unit_before(stored=0, room=0)  # a master of a unit djdeploy did not write
 
 
 @pytest.mark.parametrize(
-    ("shown", "running", "new", "held", "why"),
+    ("shown", "before", "running", "new", "held", "why"),
     [
-        (unit_show(), ["127.0.0.1:8000"], ["127.0.0.1:8000"], True, "systemd held the listening sockets"),
-        (unit_show(), None, ["127.0.0.1:8000"], True, "the new master took them over"),
-        (unit_show(stored=2), ["unix:/run/a.sock", "127.0.0.1:8000"], ["127.0.0.1:8000", "unix:/run/a.sock"],
-         True, "connections waited instead of being refused"),
-        (unit_show(stored=0, triggered_by="gunicorn.socket"), ["127.0.0.1:8000"], ["127.0.0.1:8000"], True,
-         "socket-activated by gunicorn.socket: systemd keeps the socket open"),
-        (unit_show(main_pid=0), ["127.0.0.1:8000"], ["127.0.0.1:8000"], False, "no master ran"),
-        (unit_show(stored=0), None, ["127.0.0.1:8000"], False,
-         "systemd holds 0 of the 1 listening sockets (a master not started from djdeploy's config"),
-        (unit_show(stored=1), ["127.0.0.1:8000"], ["127.0.0.1:8000", "unix:/run/a.sock"], False,
-         "holds 1 of the 2 listening sockets"),
-        (unit_show(), ["127.0.0.1:8000"], ["127.0.0.1:8001"], False,
+        (unit_show(), DJDEPLOYS, ["127.0.0.1:8000"], ["127.0.0.1:8000"], True, "systemd held the listening sockets"),
+        (unit_show(), DJDEPLOYS, None, ["127.0.0.1:8000"], True, "the new master took them over"),
+        (unit_show(stored=2, room=2), unit_before(2, 2), ["unix:/run/a.sock", "127.0.0.1:8000"],
+         ["127.0.0.1:8000", "unix:/run/a.sock"], True, "connections waited instead of being refused"),
+        (unit_show(stored=0, room=0, triggered_by="gunicorn.socket"), USERS, ["127.0.0.1:8000"], ["127.0.0.1:8000"],
+         True, "socket-activated by gunicorn.socket: systemd keeps the socket open"),
+        (unit_show(main_pid=0), DJDEPLOYS, ["127.0.0.1:8000"], ["127.0.0.1:8000"], False, "no master ran"),
+        (unit_show(stored=0), USERS, None, ["127.0.0.1:8000"], False,
+         "systemd holds 0 of the 1 listening sockets (a master not started from djdeploy's config stores none): "
+         "connections were refused until the new master listened"),
+        # The bind grew: djdeploy's master stored the one socket its unit had room for.
+        (unit_show(stored=1, room=2), DJDEPLOYS, ["127.0.0.1:8000"], ["127.0.0.1:8000", "unix:/run/a.sock"], False,
+         "systemd holds 1 of the 2 listening sockets (the running master had stored 1 of them): connections were "
+         "refused"),
+        (unit_show(), DJDEPLOYS, ["127.0.0.1:8000"], ["127.0.0.1:8001"], False,
          "the bind changed from 127.0.0.1:8000 to 127.0.0.1:8001, so the new master bound anew"),
+        # Back to a unit with no store (a rollback to the baseline): djdeploy's master had stored
+        # its sockets, and systemd let go of them when it read that unit (issue 18: the message
+        # said the master was "not started from djdeploy's config").
+        (unit_show(stored=0, room=0), DJDEPLOYS, ["127.0.0.1:8000"], ["127.0.0.1:8000"], False,
+         "systemd let go of the listening sockets the running master had stored when it read the unit put in place, "
+         "which keeps no more than 0 file descriptors (FileDescriptorStoreMax=0): connections were refused until the "
+         "new master listened"),
+        # From a user's unit to a user's unit (a failed first tune, rolled back): neither stores.
+        (unit_show(stored=0, room=0), USERS, ["127.0.0.1:8000"], ["127.0.0.1:8000"], False,
+         "systemd holds 0 of the 1 listening sockets (a master not started from djdeploy's config stores none, and "
+         "the unit put in place keeps no more than 0 (FileDescriptorStoreMax=0)): connections were refused"),
+        # djdeploy's unit, whose master could not store (its config logged why).
+        (unit_show(stored=0), unit_before(stored=0), ["127.0.0.1:8000"], ["127.0.0.1:8000"], False,
+         "systemd holds 0 of the 1 listening sockets (the running master had stored 0 of them): connections"),
     ],
 )
-def test_restart_plan(shown: str, running: list[str] | None, new: list[str], held: bool, why: str) -> None:
-    result = rollout.restart_plan(shown, running, new)
+def test_restart_plan(shown: str, before: str, running: list[str] | None, new: list[str], held: bool,
+                      why: str) -> None:
+    result = rollout.restart_plan(shown, running, new, unit_before=before)
     assert result["held"] is held
     assert why in result["why"]
+    assert ("not started from djdeploy's config" in result["why"]) is (before == USERS and not held)
 
 
 HANDED = {"changed": True, "stored": ["127.0.0.1:8000"], "why": "djdeploy handed systemd the running master's "
                                                                   "listening sockets (127.0.0.1:8000)"}
 NOT_HANDED = {"changed": False, "stored": [], "why": "pidfd_getfd of the master's socket 5: Operation not permitted"}
+NO_ROOM = {"changed": False, "stored": [], "why": "the unit keeps no more than 0 file descriptors"}
 
 
 @pytest.mark.parametrize(
-    ("shown", "handed", "held", "was_handed", "why"),
+    ("shown", "before", "handed", "held", "was_handed", "why"),
     [
-        (unit_show(stored=1), HANDED, True, True,
+        (unit_show(stored=1), USERS, HANDED, True, True,
          "systemd held the listening sockets, which djdeploy had handed it from the running master (not started "
          "from djdeploy's config, it had stored none), and the new master took them over"),
-        (unit_show(stored=0), NOT_HANDED, False, False,
+        (unit_show(stored=1), unit_before(stored=0), HANDED, True, True,
+         "systemd held the listening sockets, which djdeploy had handed it from the running master (it had stored "
+         "none), and the new master took them over"),
+        (unit_show(stored=0), USERS, NOT_HANDED, False, False,
          "systemd holds 0 of the 1 listening sockets (a master not started from djdeploy's config stores none) and "
          "djdeploy could not hand them over (pidfd_getfd of the master's socket 5: Operation not permitted): "
          "connections were refused until the new master listened"),
         # The master had stored its own: the module had nothing to do, and the plan is as without it.
-        (unit_show(stored=1), {"changed": False, "stored": [], "why": "systemd holds sockets for gunicorn.service "
-                                                                       "already"},
+        (unit_show(stored=1), DJDEPLOYS, {"changed": False, "stored": [], "why": "systemd holds sockets for "
+                                                                                 "gunicorn.service already"},
          True, False, "systemd held the listening sockets and the new master took them over"),
-        (unit_show(stored=0), None, False, False, "stores none): connections were refused"),
+        (unit_show(stored=0), USERS, None, False, False, "stores none): connections were refused"),
+        # A unit with no room: the plan says so once, not again as the hand-over's excuse.
+        (unit_show(stored=0, room=0), DJDEPLOYS, NO_ROOM, False, False,
+         "systemd let go of the listening sockets the running master had stored when it read the unit put in place"),
     ],
 )
-def test_restart_plan_after_a_hand_over(shown: str, handed: dict | None, held: bool, was_handed: bool,
+def test_restart_plan_after_a_hand_over(shown: str, before: str, handed: dict | None, held: bool, was_handed: bool,
                                         why: str) -> None:
-    result = rollout.restart_plan(shown, None, ["127.0.0.1:8000"], handed)
+    result = rollout.restart_plan(shown, None, ["127.0.0.1:8000"], handed, unit_before=before)
     assert (result["held"], result["handed"]) == (held, was_handed)
     assert why in result["why"]
+    assert "keeps no more than 0 file descriptors)" not in result["why"]
 
 
 def test_sockets_handed_to_a_master_that_binds_elsewhere_are_not_held() -> None:
-    result = rollout.restart_plan(unit_show(stored=1), ["127.0.0.1:8000"], ["127.0.0.1:8001"], HANDED)
+    result = rollout.restart_plan(unit_show(stored=1), ["127.0.0.1:8000"], ["127.0.0.1:8001"], HANDED,
+                                  unit_before=USERS)
     assert result["held"] is False
     assert "the bind changed from 127.0.0.1:8000 to 127.0.0.1:8001" in result["why"]
 
 
 def test_restart_plan_names_the_socket_unit_that_holds_the_socket() -> None:
-    assert rollout.restart_plan(unit_show(triggered_by="gunicorn.socket"), None, ["127.0.0.1:8000"])[
-        "socket_unit"] == "gunicorn.socket"
-    assert rollout.restart_plan(unit_show(stored=1), None, ["127.0.0.1:8000"])["socket_unit"] is None
+    assert rollout.restart_plan(unit_show(triggered_by="gunicorn.socket"), None, ["127.0.0.1:8000"],
+                                unit_before=USERS)["socket_unit"] == "gunicorn.socket"
+    assert rollout.restart_plan(unit_show(stored=1), None, ["127.0.0.1:8000"], unit_before=DJDEPLOYS)[
+        "socket_unit"] is None
 
 
 def test_restart_plan_names_the_master_that_runs() -> None:
-    assert rollout.restart_plan(unit_show(main_pid=812), None, ["127.0.0.1:8000"])["main_pid"] == 812
-    assert rollout.restart_plan(unit_show(main_pid=0), None, ["127.0.0.1:8000"])["main_pid"] == 0
+    assert rollout.restart_plan(unit_show(main_pid=812), None, ["127.0.0.1:8000"], unit_before=DJDEPLOYS)[
+        "main_pid"] == 812
+    assert rollout.restart_plan(unit_show(main_pid=0), None, ["127.0.0.1:8000"], unit_before=DJDEPLOYS)[
+        "main_pid"] == 0
 
 
 # --- bridge_plan / restart_message: a warm bridge master serves while the unit restarts -----------

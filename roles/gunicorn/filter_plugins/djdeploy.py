@@ -38,6 +38,7 @@ class FilterModule:
             "djdeploy_abandoned_entries": history.abandoned,
             "djdeploy_rollback_target": _refusing(history.rollback_target),
             "djdeploy_expected_settings": history.expected_settings,
+            "djdeploy_config_directories_to_remove": history.config_directories_to_remove,
             "djdeploy_history_prunable": _refusing(history.prunable),
             "djdeploy_restart_plan": _refusing(rollout.restart_plan),
             "djdeploy_bridge_plan": _refusing(rollout.bridge_plan),

@@ -228,6 +228,13 @@ gunicorn_facts:
           description: SHA-256 of the config file; null if it does not exist.
           type: str
           returned: success
+        config_directories_missing:
+          description:
+            - The directories above I(config_path) that do not exist, the deepest first: those
+              that writing the config there would make. Empty without I(config_path).
+          type: list
+          elements: str
+          returned: success
         config_settings:
           description:
             - Top-level C(name = literal) assignments of the config file, parsed without running it.
@@ -1227,6 +1234,16 @@ def config_facts(path, warnings):
     return path, digest, settings
 
 
+def missing_directories(path):
+    """The directories above `path` that do not exist, the deepest first."""
+    missing = []
+    directory = os.path.dirname(os.path.abspath(path))
+    while not os.path.lexists(directory):
+        missing.append(directory)
+        directory = os.path.dirname(directory)
+    return missing
+
+
 def read_unit(module, service, warnings):
     """What systemd says about the unit; fails the module only when systemd does not know it."""
     properties = find_service(module, service)
@@ -1295,6 +1312,8 @@ def gather(module):
         "unit_sha256": warnings.attempt("unit file", sha256_of, fragment_path) if fragment_path else None,
         "config_path": config_path,
         "config_sha256": config_sha256,
+        # What a rollback to a state without a config removes again (the baseline keeps it).
+        "config_directories_missing": missing_directories(params["config_path"]) if params["config_path"] else [],
         "config_settings": config_settings,
         "control_socket": control_socket,
         "live_settings": live_settings,

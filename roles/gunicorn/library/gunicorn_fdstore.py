@@ -17,9 +17,9 @@ description:
     takes over, as the master itself would have (C(FDSTORE=1) on systemd's notify socket, sent
     with the master's pid as credentials, which C(NotifyAccess=main) accepts from root only).
   - It stores nothing, and says why, when systemd already holds sockets for the unit, the unit
-    has no room for them (C(FileDescriptorStoreMax=)), it is socket-activated, or the master's
-    listening addresses are not exactly C(bind). It never fails for those reasons: the restart
-    then goes ahead as it would have.
+    has no room for them (C(FileDescriptorStoreMax=)), it is socket-activated, or the master does
+    not listen on every address of C(bind). Its other listeners (gunicorn's control socket) are
+    not stored. It never fails for those reasons: the restart then goes ahead as it would have.
 version_added: "0.1.0"
 author:
   - djdeploy contributors
@@ -129,6 +129,20 @@ def copy_listeners(pid):
     return listeners
 
 
+def sockets_for(listeners, bind):
+    """The master's sockets for each address of `bind`, in its order.
+
+    A listener outside the bind stays out of the store: gunicorn's control socket (on by default
+    since gunicorn 24, a unix socket in the service user's home or runtime directory), or an
+    address the next master no longer serves, which closes with the old master as it would have.
+    """
+    missing = [address for address in bind if address not in listeners]
+    if missing:
+        raise NotStored("the master listens on %s, not on %s, which the next one binds"
+                        % (",".join(sorted(listeners)) or "nothing", ",".join(missing)))
+    return [listeners[address] for address in bind]
+
+
 def store(main_pid, listeners):
     """FDSTORE=1 on behalf of the main process, which NotifyAccess=main requires."""
     credentials = array.array("i", [main_pid, 0, 0])  # struct ucred: pid, uid, gid
@@ -153,11 +167,8 @@ def hand_over(service, bind):
         raise NotStored("the unit keeps no more than %s file descriptors" % unit.get("FileDescriptorStoreMax"))
     listeners = copy_listeners(main_pid)
     try:
-        if sorted(listeners) != sorted(bind):
-            raise NotStored("the master listens on %s, the next one binds %s"
-                            % (",".join(sorted(listeners)) or "nothing", ",".join(bind)))
         try:
-            store(main_pid, [listeners[address] for address in bind])
+            store(main_pid, sockets_for(listeners, bind))
         except OSError as exc:
             raise NotStored("systemd's notify socket refused them: %s" % exc)
     finally:

@@ -9,8 +9,10 @@ module: gunicorn_files
 short_description: Make directories and write, copy or remove several files in one step
 description:
   - Makes the given directories, sets the owner, group and mode of the given existing files,
-    then writes, copies or removes the given files, in the order listed, in one module run. Each file is written to a temporary file beside it and renamed
-    over the old one, so a reader sees the old file or the new one, never half of either.
+    then writes, copies or removes the given files, in the order listed, then removes the given
+    directories that are empty, in one module run. Each file is written to a temporary file
+    beside it and renamed over the old one, so a reader sees the old file or the new one, never
+    half of either.
   - Writing the history entry, the pointers C(LIVE) and C(LKG), the staged files and the live
     config and unit this way takes one round trip to the host where C(ansible.builtin.copy)
     takes several per file.
@@ -104,6 +106,13 @@ options:
         description: Its group.
         type: str
         default: root
+  remove_if_empty:
+    description:
+      - Directories to remove after the files, in order (the deepest first), each only if it is
+        empty then. One that holds anything, or is missing, is left as it is.
+    type: list
+    elements: path
+    default: []
 notes:
   - Supports check mode (it reports what it would change) and diff mode (text files).
 """
@@ -131,6 +140,11 @@ written:
   elements: str
 removed:
   description: The files removed (or, in check mode, that would be).
+  returned: always
+  type: list
+  elements: str
+directories_removed:
+  description: The directories of I(remove_if_empty) removed (or, in check mode, that would be).
   returned: always
   type: list
   elements: str
@@ -300,6 +314,20 @@ def put_file(module, spec, diffs):
     return "written"
 
 
+def remove_if_empty(path, gone, check_mode):
+    """Remove the directory if nothing is left in it, counting what this run removed (check mode
+    removes nothing); True if it went."""
+    try:
+        left = [name for name in os.listdir(path) if os.path.join(path, name) not in gone]
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    if left or os.path.islink(path):
+        return False
+    if not check_mode:
+        os.rmdir(path)
+    return True
+
+
 def owned(mode):
     """The owner, group and mode options of a directory or file, root's by default."""
     return dict(mode=dict(type="str", default=mode), owner=dict(type="str", default="root"),
@@ -317,11 +345,12 @@ def main():
             files=dict(type="list", elements="dict", default=[], options=dict(
                 dest=dict(type="path", required=True), content=dict(type="str"), src=dict(type="path"),
                 absent=dict(type="bool", default=False), **owned("0644"))),
+            remove_if_empty=dict(type="list", elements="path", default=[]),
         ),
         supports_check_mode=True,
     )
-    changed, written, removed, diffs, attributes_before = False, [], [], [], []
-    current = None
+    changed, written, removed, diffs, attributes_before, directories_removed = False, [], [], [], [], []
+    current, doing = None, "write"
     try:
         for spec in module.params["directories"]:
             current = spec["path"]
@@ -338,10 +367,16 @@ def main():
             if done:
                 changed = True
                 (written if done == "written" else removed).append(current)
+        for path in module.params["remove_if_empty"]:
+            current, doing = path.rstrip("/") or "/", "remove"
+            if remove_if_empty(current, set(removed + directories_removed), module.check_mode):
+                changed = True
+                directories_removed.append(current)
     except (OSError, FileProblem) as exc:
-        module.fail_json(msg="could not write %s: %s" % (current, exc), written=written, removed=removed,
-                         attributes_before=attributes_before)
-    result = dict(changed=changed, written=written, removed=removed, attributes_before=attributes_before)
+        module.fail_json(msg="could not %s %s: %s" % (doing, current, exc), written=written, removed=removed,
+                         directories_removed=directories_removed, attributes_before=attributes_before)
+    result = dict(changed=changed, written=written, removed=removed, directories_removed=directories_removed,
+                  attributes_before=attributes_before)
     if module._diff:
         result["diff"] = diffs
     module.exit_json(**result)
