@@ -18,6 +18,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DJDEPLOY = str(Path(sys.executable).parent / "djdeploy")
+# A --set that passes every check before the change and fails after it: the checks import the
+# worker class, but it is not a worker, so the master dies making its first one. (A missing
+# worker_tmp_dir did this until the checks looked at the paths the service writes.)
+NO_WORKER_CAN_START = "worker_class=gunicorn.config.Config"
 
 
 def library_module(name: str) -> ModuleType:

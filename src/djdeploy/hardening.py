@@ -6,20 +6,25 @@ them into the unit and passes the same pairs to the `systemd-run` checks, so an 
 app forgot (a path it writes, a syscall it needs) fails validation before anything changes.
 Every value is checked here: no newline, backslash or systemd specifier can reach a unit line.
 
+`write_paths` lists every path the new config and unit make the service write, each with the
+setting or input it comes from; the role checks each one writable as the service user inside
+that sandbox (files/check_writable.py) before anything changes.
+
 Pure: standard library only, no I/O.
 """
 
 from __future__ import annotations
 
 import difflib
+import posixpath
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from djdeploy.errors import DjdeployError, type_name
-from djdeploy.rollout import check_unit_path
+from djdeploy.rollout import bind_list, check_unit_path
 
-__all__ = ["DEFAULT_SANDBOX", "SANDBOX_DIRECTIVES", "sandbox"]
+__all__ = ["DEFAULT_SANDBOX", "SANDBOX_DIRECTIVES", "sandbox", "write_paths"]
 
 OVERRIDES_INPUT = "gunicorn_hardening_overrides"
 READ_WRITE_INPUT = "gunicorn_read_write_paths"
@@ -182,3 +187,80 @@ def _line_value(name: str, value: object) -> str:
             fix="use letters, digits, spaces and @ ~ : . _ / + , - only (no '%', '$', '\\', quotes or newlines)",
         )
     return value
+
+
+# gunicorn settings naming a file it opens for appending; None or '-' is stdout or stderr.
+_LOG_FILES = ("accesslog", "errorlog")
+_STANDARD_STREAM = "-"
+
+
+def write_paths(
+    settings: Mapping[str, Any],
+    read_write_paths: Sequence[str] | None,
+    working_directory: str | None = None,
+    socket_activation: bool = False,
+    runtime_directory: str | None = None,
+) -> list[dict[str, Any]]:
+    """Every path the service writes under the new config (`settings`, as rendered into it) and
+    unit: gunicorn's (sockets, logs, pid file, heartbeats, control socket), then the app's own
+    (`read_write_paths`).
+
+    Each is {"path", "kind", "source", "target", "systemd", "chown"}: `source` is the setting or
+    role input it comes from, `target` what that names (a log file, a socket) and `path` what
+    must be writable for it, as `kind` says:
+      - "file": gunicorn opens `path` for appending, so it must be writable if it exists and
+        its directory must be, if not;
+      - "directory": gunicorn creates files in `path` (a unix socket it binds, the temporary
+        file it renames to the pid file, worker heartbeat files): it must exist and be writable;
+      - "path": the app writes there: it must exist and be writable.
+    `systemd` says why systemd itself makes the path writable when the unit starts (the unit's
+    RuntimeDirectory=, a socket unit that binds the socket), else None: only those with None
+    need a look on the host. `chown` is true for a unix socket gunicorn binds itself: it chowns
+    the socket, a system call the sandbox's filter may forbid.
+
+    Relative paths are relative to gunicorn's `chdir`, else the unit's WorkingDirectory.
+    """
+    base = settings.get("chdir") or working_directory
+    runtime = f"/run/{runtime_directory}" if runtime_directory else None
+    paths: list[dict[str, Any]] = []
+
+    def add(source: str, target: str, kind: str, *, inside: bool = False, chown: bool = False,
+            systemd: str | None = None) -> None:
+        # `inside`: gunicorn creates `target` in its directory, which must be writable.
+        target = _absolute(target, base)
+        path = posixpath.dirname(target) if inside else target
+        if systemd is None and runtime and (path if kind == "directory" else posixpath.dirname(path)) == runtime:
+            systemd = f"RuntimeDirectory={runtime_directory} (systemd creates {runtime} for the service at each start)"
+        paths.append({"path": path, "kind": kind, "source": source, "target": target, "systemd": systemd,
+                      "chown": chown and systemd is None})
+
+    for address in bind_list(settings.get("bind") or []):
+        socket = _unix_socket_path(address)
+        if socket is not None:
+            add("bind", socket, "directory", inside=True, chown=True,
+                systemd="the socket unit (systemd binds the socket as root)" if socket_activation else None)
+    for name in _LOG_FILES:
+        if settings.get(name) not in (None, _STANDARD_STREAM):
+            add(name, settings[name], "file")
+    if settings.get("pidfile"):
+        add("pidfile", settings["pidfile"], "directory", inside=True)
+    if settings.get("worker_tmp_dir"):
+        add("worker_tmp_dir", settings["worker_tmp_dir"], "directory")
+    if settings.get("control_socket") and not settings.get("control_socket_disable"):
+        add("control_socket", settings["control_socket"], "directory", inside=True)
+    for path in _read_write_paths(read_write_paths):
+        add(READ_WRITE_INPUT, path, "path")
+    return paths
+
+
+def _unix_socket_path(address: str) -> str | None:
+    """The file a unix socket address binds; None for TCP, fd:// and abstract sockets."""
+    for prefix in ("unix://", "unix:"):
+        if address.startswith(prefix):
+            path = address[len(prefix):]
+            return None if path.startswith(("\0", "@")) else path
+    return None
+
+
+def _absolute(path: str, base: str | None) -> str:
+    return posixpath.normpath(posixpath.join(base, path) if base and not posixpath.isabs(path) else path)

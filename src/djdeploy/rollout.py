@@ -5,8 +5,8 @@ role calls through its filter plugin.
   (User, WorkingDirectory, EnvironmentFile, the gunicorn binary and the WSGI app) unless the
   role's inputs say otherwise, each checked so that nothing can escape a unit file line.
 - `change_kind`: none, reload (HUP: only the config changed) or restart (the unit changed).
-- `socket_unit_name`, `socket_listen_streams`: the socket unit that, with socket activation,
-  holds gunicorn's listening sockets while it restarts.
+- `socket_unit_name`, `socket_activation`, `socket_listen_streams`: the socket unit that, with
+  socket activation, holds gunicorn's listening sockets while it restarts.
 - `restart_plan`: whether systemd holds the listening sockets while the unit restarts, so
   that no connection is refused, and why (or why not).
 - `rollout_problems`: what is still wrong after a reload or restart, judged from the facts
@@ -469,6 +469,20 @@ def verify_targets(bind: list[str], paths: list[str]) -> list[dict[str, str]]:
     return [{"url": f"http://{host}:{port}{path}", "unix_socket": ""} for path in paths]
 
 
+def socket_activation(requested: bool | None, bind: str | list[str] | tuple[str, ...]) -> bool:
+    """Whether systemd binds the listening sockets (a socket unit): as `requested`
+    (gunicorn_socket_activation), or when that is null, whenever a bind address is a unix socket.
+
+    gunicorn cannot bind a unix socket itself in djdeploy's sandbox: it chowns the socket after
+    binding it, a system call the filter forbids (~@privileged), and the guides' /run/gunicorn.sock
+    lies in /run, where only root may create files. systemd binds it as root, keeps the file
+    across restarts (a gunicorn that bound it unlinks it when it stops), and the sandbox stays as
+    tight as with a TCP bind."""
+    if requested is not None:
+        return bool(requested)
+    return any(address.startswith("unix:") for address in bind_list(bind))
+
+
 def socket_unit_name(service: str) -> str:
     """The socket unit that activates a service: the service's name with .socket."""
     check_service_name(service)
@@ -485,16 +499,24 @@ def check_service_name(service: object) -> None:
         )
 
 
-def socket_listen_streams(bind: list[str]) -> list[str]:
+def socket_listen_streams(bind: list[str], runtime_directory: str | None = None) -> list[str]:
     """ListenStream= values for a socket unit that listens where gunicorn's bind says.
 
-    systemd neither resolves host names nor leaves % alone in the line, so both are refused.
+    systemd neither resolves host names nor leaves % alone in the line, so both are refused;
+    so is a unix socket in the service's RuntimeDirectory= (/run/`runtime_directory`), which
+    systemd removes, socket and all, whenever gunicorn stops.
     """
     streams = []
     for address in bind:
         if address.startswith("unix:"):
             path = address[len("unix:"):]
             check_unit_path("bind", path)
+            if runtime_directory and PurePosixPath(path).is_relative_to(f"/run/{runtime_directory}"):
+                raise DjdeployError(
+                    f"bind {address!r} is in /run/{runtime_directory}, the service's RuntimeDirectory, which systemd "
+                    "removes with the socket in it whenever gunicorn stops",
+                    fix=f"bind a unix socket elsewhere in /run, e.g. unix:/run/{runtime_directory}.sock",
+                )
             streams.append(path)
             continue
         host = address.rpartition(":")[0]

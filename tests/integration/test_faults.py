@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import LabHosts, djdeploy, live_settings, master_pid, run_json, serves_dashboard
+from conftest import NO_WORKER_CAN_START, LabHosts, djdeploy, live_settings, master_pid, run_json, serves_dashboard
 
 pytestmark = pytest.mark.lab
 
@@ -286,14 +286,14 @@ def test_a_history_that_cannot_be_written_refuses_the_change(lab, fault):
 # --- caught after the change: exit 3, rolled back by djdeploy itself ---
 
 
-@pytest.mark.covers(kind="fault", case="the config passes gunicorn --check-config but no worker can boot", exit_code=3,
+@pytest.mark.covers(kind="fault", case="the config passes every check before the change but no worker can start "
+                                       "(a worker class that imports but is not a worker)", exit_code=3,
                     end="rolled back; serves the last-known-good; entry rolled_back; lock released")
 def test_a_change_whose_workers_cannot_boot_is_rolled_back(lab):
     before = HostState.read(lab, "web01")
-    # Passes every check before the change (an absolute path), but no worker can boot.
-    code, record = tune_host(lab, "web01", "--set", "worker_tmp_dir=/nonexistent")
-    failed = rolled_back(lab, "web01", before, code, record, "worker")
-    assert failed["settings"]["worker_tmp_dir"] == "/nonexistent"
+    code, record = tune_host(lab, "web01", "--set", NO_WORKER_CAN_START)
+    failed = rolled_back(lab, "web01", before, code, record, "the gunicorn master is not running")
+    assert failed["settings"]["worker_class"] == NO_WORKER_CAN_START.partition("=")[2]
 
 
 @pytest.mark.covers(kind="fault", case="a change rolled back after it had made the environment files 0640 "
@@ -305,8 +305,8 @@ def test_a_rolled_back_change_gives_the_environment_files_back_their_owner_and_m
     lab.sh("web01", f"chown root:root {APP_ENV} && chmod 0644 {APP_ENV}")
     try:
         before = HostState.read(lab, "web01")
-        code, record = tune_host(lab, "web01", "--set", "worker_tmp_dir=/nonexistent")
-        rolled_back(lab, "web01", before, code, record, "worker")
+        code, record = tune_host(lab, "web01", "--set", NO_WORKER_CAN_START)
+        rolled_back(lab, "web01", before, code, record, "the gunicorn master is not running")
         assert lab.sh("web01", f"stat -c '%U:%G %a' {APP_ENV}").strip() == "root:root 644"
     finally:
         lab.sh("web01", f"chown root:demo {APP_ENV} && chmod 0640 {APP_ENV}")

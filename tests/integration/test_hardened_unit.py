@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import LabHosts, djdeploy
+from conftest import NO_WORKER_CAN_START, LabHosts, djdeploy
 from test_tune import live_settings, master_pid, serves_dashboard, tune
 
 pytestmark = pytest.mark.lab
@@ -119,7 +119,7 @@ def test_a_setting_change_reloads_with_hup_under_the_hardened_unit(hardened):
 def test_a_change_whose_workers_cannot_boot_rolls_back_under_the_hardened_unit(hardened):
     lab = hardened
     before = live_settings(lab)
-    code, result, _ = tune(lab, "web01", "--set", "max_requests=2000", "--set", "worker_tmp_dir=/nonexistent")
+    code, result, _ = tune(lab, "web01", "--set", "max_requests=2000", "--set", NO_WORKER_CAN_START)
     record = result["hosts"]["web01"]
     assert code == 3, record
     assert record["outcome"] == "rolled_back"
@@ -299,7 +299,7 @@ def test_turning_socket_activation_off_removes_the_socket(socket_lab):
 
 def test_a_rollback_to_an_entry_without_a_socket_removes_the_new_one(socket_lab):
     lab, _, with_socket = socket_lab
-    code, record = tune_with(with_socket, "--set", "worker_tmp_dir=/nonexistent")
+    code, record = tune_with(with_socket, "--set", NO_WORKER_CAN_START)
     assert code == 3, record
     assert (record["outcome"], record["change"]) == ("rolled_back", "restart")
     assert lab.exec("web01", "test", "-e", SOCKET).returncode == 1
@@ -311,7 +311,7 @@ def test_a_rollback_to_an_entry_with_a_socket_puts_it_back(socket_lab):
     lab, plain, with_socket = socket_lab
     assert tune_with(with_socket)[0] == 0
     socket_text = lab.sh("web01", f"cat {SOCKET}")
-    code, record = tune_with(plain, "--set", "worker_tmp_dir=/nonexistent")
+    code, record = tune_with(plain, "--set", NO_WORKER_CAN_START)
     assert code == 3, record
     assert record["outcome"] == "rolled_back"
     assert lab.sh("web01", f"cat {SOCKET}") == socket_text

@@ -8,12 +8,24 @@ import json
 
 import pytest
 
-from conftest import LabHosts, djdeploy, live_settings, master_pid, run_json, serves_dashboard, worker_pids
+from conftest import (
+    NO_WORKER_CAN_START,
+    LabHosts,
+    djdeploy,
+    live_settings,
+    master_pid,
+    run_json,
+    serves_dashboard,
+    worker_pids,
+)
+from test_hardened_unit import inventory_with, tune_with
 
 pytestmark = pytest.mark.lab
 
 HISTORY = "/var/lib/djdeploy/history"
 CONFIG = "/etc/gunicorn/gunicorn.conf.py"
+APP_ENV = "/etc/demo/env"
+EXTRA_ENV = "/etc/demo/extra.env"
 
 
 def config_sha(lab: LabHosts, host: str = "web01") -> str:
@@ -107,7 +119,7 @@ def test_rollback_goes_back_and_forth_through_the_live_master(lab, two_tunes):
 
 def test_history_lists_every_entry_with_who_what_and_verdict(lab, two_tunes):
     # A change that cannot boot adds a rolled-back entry.
-    code, result, _ = run_json(lab, "tune", "web01", "--set", "worker_tmp_dir=/nonexistent")
+    code, result, _ = run_json(lab, "tune", "web01", "--set", NO_WORKER_CAN_START)
     assert code == 3, result
     failed = result["hosts"]["web01"]["history_entry"]
     code, result, _ = run_json(lab, "history", "web01")
@@ -122,7 +134,8 @@ def test_history_lists_every_entry_with_who_what_and_verdict(lab, two_tunes):
     assert by_id[two_tunes["B"]]["changed"]["max_requests"] == [1111, 2222]
     assert by_id[two_tunes["B"]]["command"] == f"djdeploy tune web01 --set max_requests=2222 -i {lab.inventory} --json"
     assert "@" in by_id[two_tunes["B"]]["who"]
-    assert by_id[failed]["verdict"] == "rolled_back" and "worker" in by_id[failed]["failure"]
+    assert by_id[failed]["verdict"] == "rolled_back"
+    assert "the gunicorn master is not running" in by_id[failed]["failure"]
     rollbacks = [e for e in entries if e["kind"] == "rollback"]
     assert [e["restores"] for e in rollbacks] == [two_tunes["B"], two_tunes["A"], two_tunes["B"], two_tunes["A"]]
     assert all(e["verdict"] == "good" for e in entries if e["id"] != failed)
@@ -149,25 +162,54 @@ def test_a_malformed_entry_id_is_refused_before_any_host_is_contacted(lab, two_t
     assert "--to '../../etc/passwd' is not a history entry id" in done.stderr
 
 
-@pytest.mark.covers(kind="fault", case="a rollback whose target no longer boots", exit_code=3,
+def applied_with(inventory: str) -> dict:
+    code, record = tune_with(inventory)
+    assert (code, record["outcome"]) == (0, "applied"), record
+    return record
+
+
+@pytest.mark.covers(kind="fault", case="a rollback whose target no longer serves (an environment file it reads "
+                                       "changed since)", exit_code=3,
                     end="returned to where the rollback started, which serves; rollback entry rolled_back")
-def test_a_rollback_whose_target_fails_returns_to_where_it_started(lab, two_tunes):
-    """An entry that served once, but no longer can (its worker_tmp_dir was removed since)."""
-    # Inside the path the lab's inventory lets the sandboxed service write (gunicorn_read_write_paths).
-    lab.sh("web01", "install -d -o demo -g demo /srv/demo/data/heartbeats")
-    doomed = applied(lab, "tune", "web01", "--set", "worker_tmp_dir=/srv/demo/data/heartbeats")["history_entry"]
-    start = applied(lab, "tune", "web01")["history_entry"]
-    lab.sh("web01", "rmdir /srv/demo/data/heartbeats")
-    before = live_settings(lab)
-    code, result, _ = run_json(lab, "rollback", "web01", "--to", doomed)
+def test_a_rollback_whose_target_fails_returns_to_where_it_started(lab, two_tunes, tmp_path):
+    """An entry that served once, but no longer can: the checks before the change load the app,
+    and the app's health endpoint fails only when asked."""
+    lab.sh("web01", f"install -m 0640 -o root -g demo /dev/null {EXTRA_ENV}")
+    try:
+        with_extra = inventory_with(lab, tmp_path, gunicorn_environment_files=[APP_ENV, EXTRA_ENV])
+        doomed = applied_with(with_extra)["history_entry"]
+        start = applied_with(inventory_with(lab, tmp_path, gunicorn_environment_files=[APP_ENV]))["history_entry"]
+        lab.sh("web01", f"echo DEMO_HEALTH_STATUS=500 > {EXTRA_ENV}")
+        before = live_settings(lab)
+        code, result, _ = run_json(lab, "rollback", "web01", "--to", doomed)
+    finally:
+        lab.sh("web01", f"rm -f {EXTRA_ENV}")
     record = result["hosts"]["web01"]
     assert code == 3, record
     assert record["outcome"] == "rolled_back"
     assert f"restoring {doomed} failed" in record["message"] and f"returned to {start}" in record["message"]
+    assert "Status code was 500" in record["message"], record["message"]
     assert live_settings(lab) == before and serves_dashboard(lab)
     assert lab.sh("web01", f"cat {HISTORY}/LIVE {HISTORY}/LKG").split() == [start, start]
     meta = json.loads(lab.sh("web01", f"cat {HISTORY}/{record['history_entry']}/meta.json"))
     assert (meta["kind"], meta["restores"], meta["verdict"]) == ("rollback", doomed, "rolled_back")
+
+
+@pytest.mark.covers(kind="fault", case="a rollback to an entry whose worker_tmp_dir was removed since", exit_code=2,
+                    end="refused before any change, naming the directory and the setting; the same master serves")
+def test_a_rollback_to_an_entry_whose_worker_tmp_dir_is_gone_is_refused(lab, two_tunes):
+    # Inside the path the lab's inventory lets the sandboxed service write (gunicorn_read_write_paths).
+    lab.sh("web01", "install -d -o demo -g demo /srv/demo/data/heartbeats")
+    doomed = applied(lab, "tune", "web01", "--set", "worker_tmp_dir=/srv/demo/data/heartbeats")["history_entry"]
+    applied(lab, "tune", "web01")
+    lab.sh("web01", "rmdir /srv/demo/data/heartbeats")
+    pid, sha = master_pid(lab), config_sha(lab)
+    code, result, _ = run_json(lab, "rollback", "web01", "--to", doomed)
+    record = result["hosts"]["web01"]
+    assert (code, record["outcome"]) == (2, "refused"), record
+    assert ("/srv/demo/data/heartbeats (worker_tmp_dir): /srv/demo/data/heartbeats does not exist; create it, "
+            "writable by demo") in record["message"], record["message"]
+    assert (master_pid(lab), config_sha(lab)) == (pid, sha) and serves_dashboard(lab)
 
 
 @pytest.mark.covers(kind="fault", case="a rollback on a host djdeploy never changed", exit_code=2,

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from djdeploy.errors import DjdeployError, ExitCode
-from djdeploy.hardening import sandbox
+from djdeploy.hardening import sandbox, write_paths
 
 DEFAULT_LINES = [
     ["ProtectSystem", "strict"],
@@ -215,3 +215,84 @@ def test_write_paths_must_be_a_list() -> None:
     assert refusal("/srv/demo/data", {}).message == (
         "gunicorn_read_write_paths must be a list of absolute paths, got str '/srv/demo/data'"
     )
+
+
+# --- the paths the service writes ----------------------------------------------------------------
+
+
+def written(source: str, target: str, kind: str, path: str | None = None, systemd: str | None = None,
+            chown: bool = False) -> dict[str, Any]:
+    return {"path": path or target, "kind": kind, "source": source, "target": target, "systemd": systemd,
+            "chown": chown}
+
+
+RUNTIME = "RuntimeDirectory=gunicorn (systemd creates /run/gunicorn for the service at each start)"
+SOCKET_UNIT = "the socket unit (systemd binds the socket as root)"
+# What plan.yml renders into a tuned lab host's config.
+LAB_CONFIG = {"bind": ["127.0.0.1:8000"], "workers": 5, "worker_tmp_dir": "/dev/shm",
+              "control_socket": "/run/gunicorn/gunicorn.ctl", "djdeploy_warm_up_paths": []}
+
+WRITE_PATHS = [
+    pytest.param({}, None, False, [], id="nothing to write"),
+    pytest.param(LAB_CONFIG, ["/srv/demo/data"], False, [
+        written("worker_tmp_dir", "/dev/shm", "directory"),
+        written("control_socket", "/run/gunicorn/gunicorn.ctl", "directory", "/run/gunicorn", RUNTIME),
+        written("gunicorn_read_write_paths", "/srv/demo/data", "path"),
+    ], id="the lab's tuned config: the control socket is systemd's to make writable"),
+    pytest.param({"accesslog": "/var/log/gunicorn/access.log", "errorlog": "/var/log/gunicorn/error.log"}, [], False, [
+        written("accesslog", "/var/log/gunicorn/access.log", "file"),
+        written("errorlog", "/var/log/gunicorn/error.log", "file"),
+    ], id="log files"),
+    pytest.param({"accesslog": "-", "errorlog": "-"}, [], False, [], id="logs to stdout and stderr write no file"),
+    pytest.param({"accesslog": None}, [], False, [], id="no access log"),
+    pytest.param({"accesslog": "logs/access.log", "pidfile": "../run/app.pid"}, [], False, [
+        written("accesslog", "/srv/demo/app/logs/access.log", "file"),
+        written("pidfile", "/srv/demo/run/app.pid", "directory", "/srv/demo/run"),
+    ], id="relative paths are the working directory's"),
+    pytest.param({"chdir": "/srv/other", "errorlog": "error.log"}, [], False, [
+        written("errorlog", "/srv/other/error.log", "file"),
+    ], id="gunicorn's chdir wins over the working directory"),
+    pytest.param({"pidfile": "/run/gunicorn/gunicorn.pid", "accesslog": "/run/gunicorn/access.log"}, [], False, [
+        written("accesslog", "/run/gunicorn/access.log", "file", systemd=RUNTIME),
+        written("pidfile", "/run/gunicorn/gunicorn.pid", "directory", "/run/gunicorn", RUNTIME),
+    ], id="files directly in the runtime directory"),
+    pytest.param({"worker_tmp_dir": "/run/gunicorn/tmp", "pidfile": "/run/gunicorn/pids/gunicorn.pid"}, [], False, [
+        written("pidfile", "/run/gunicorn/pids/gunicorn.pid", "directory", "/run/gunicorn/pids"),
+        written("worker_tmp_dir", "/run/gunicorn/tmp", "directory"),
+    ], id="below the runtime directory nothing exists when gunicorn starts: looked at"),
+    pytest.param({"worker_tmp_dir": "/run/gunicorn-app"}, [], False, [
+        written("worker_tmp_dir", "/run/gunicorn-app", "directory"),
+    ], id="a name that only starts like the runtime directory"),
+    pytest.param({"bind": ["127.0.0.1:8000", "unix:/run/gunicorn.sock", "unix:///srv/app/app.sock"]}, [], False, [
+        written("bind", "/run/gunicorn.sock", "directory", "/run", chown=True),
+        written("bind", "/srv/app/app.sock", "directory", "/srv/app", chown=True),
+    ], id="unix sockets gunicorn binds itself: their directories, and chown"),
+    pytest.param({"bind": "unix:/run/myapp/gunicorn.sock"}, [], True, [
+        written("bind", "/run/myapp/gunicorn.sock", "directory", "/run/myapp", SOCKET_UNIT),
+    ], id="a socket unit binds it: a bind given as one string"),
+    pytest.param({"bind": ["unix:\0abstract", "unix:@abstract", "fd://3", "[::1]:8000"]}, [], False, [],
+                 id="abstract sockets, inherited descriptors and TCP write no file"),
+    pytest.param({"control_socket": "/run/gunicorn/gunicorn.ctl", "control_socket_disable": True}, [], False, [],
+                 id="a disabled control socket"),
+    pytest.param({}, ["/srv/demo/data", "/var/log/gunicorn", "/srv/demo/data"], False, [
+        written("gunicorn_read_write_paths", "/srv/demo/data", "path"),
+        written("gunicorn_read_write_paths", "/var/log/gunicorn", "path"),
+    ], id="the app's own paths, once each"),
+]
+
+
+@pytest.mark.parametrize(("settings", "read_write_paths", "socket_activation", "expected"), WRITE_PATHS)
+def test_write_paths(settings: dict[str, Any], read_write_paths: Any, socket_activation: bool,
+                     expected: list[dict[str, Any]]) -> None:
+    assert write_paths(settings, read_write_paths, "/srv/demo/app", socket_activation, "gunicorn") == expected
+
+
+def test_write_paths_without_a_runtime_directory_leave_every_path_to_the_check() -> None:
+    assert write_paths({"control_socket": "/run/gunicorn/gunicorn.ctl"}, [], "/srv/demo/app") == [
+        written("control_socket", "/run/gunicorn/gunicorn.ctl", "directory", "/run/gunicorn")]
+
+
+def test_write_paths_refuse_read_write_paths_that_could_escape_the_unit() -> None:
+    with pytest.raises(DjdeployError) as caught:
+        write_paths({}, "/srv/demo/data", "/srv/demo/app")
+    assert caught.value.message == "gunicorn_read_write_paths must be a list of absolute paths, got str '/srv/demo/data'"

@@ -20,6 +20,7 @@ from djdeploy.rollout import (
     change_kind,
     previous_settings,
     rollout_problems,
+    socket_activation,
     socket_listen_streams,
     socket_unit_name,
     unit_params,
@@ -449,11 +450,14 @@ def test_socket_unit_name_refuses(service_name: str) -> None:
     [
         (["127.0.0.1:8000"], ["127.0.0.1:8000"]),
         (["[::1]:8000", "0.0.0.0:8001"], ["[::1]:8000", "0.0.0.0:8001"]),
-        (["unix:/run/gunicorn/app.sock"], ["/run/gunicorn/app.sock"]),
+        (["unix:/run/gunicorn.sock"], ["/run/gunicorn.sock"]),
+        (["unix:/run/myapp/gunicorn.sock", "127.0.0.1:8000"], ["/run/myapp/gunicorn.sock", "127.0.0.1:8000"]),
+        # Only the runtime directory itself is systemd's to remove, not one that shares its prefix.
+        (["unix:/run/gunicorn-app/app.sock"], ["/run/gunicorn-app/app.sock"]),
     ],
 )
 def test_socket_listen_streams(bind: list[str], expected: list[str]) -> None:
-    assert socket_listen_streams(bind) == expected
+    assert socket_listen_streams(bind, "gunicorn") == expected
 
 
 @pytest.mark.parametrize(
@@ -465,11 +469,14 @@ def test_socket_listen_streams(bind: list[str], expected: list[str]) -> None:
                                                      "does not resolve 'web01.example.com' in 'web01.example.com:80'"),
         (["unix:/run/%i.sock"], "bind '/run/%i.sock' is not an absolute path of plain characters"),
         (["unix:/run/app sock"], "bind '/run/app sock' is not an absolute path of plain characters"),
+        (["unix:/run/gunicorn/app.sock"], "bind 'unix:/run/gunicorn/app.sock' is in /run/gunicorn, the service's "
+                                          "RuntimeDirectory, which systemd removes with the socket in it whenever "
+                                          "gunicorn stops"),
     ],
 )
 def test_socket_listen_streams_refuses(bind: list[str], message: str) -> None:
     with pytest.raises(DjdeployError) as caught:
-        socket_listen_streams(bind)
+        socket_listen_streams(bind, "gunicorn")
     assert caught.value.message == message
 
 
@@ -998,3 +1005,18 @@ def test_file_diff_reads_the_old_text_from_where_it_is_now():
     assert rollout.file_diff(removed_socket, read_now).startswith("--- /etc/systemd/system/myapp.service\n+++ /dev/null")
     unchanged = {"new": "a\nb\n", "dest": "/etc/systemd/system/myapp.service", "now": "/etc/systemd/system/myapp.service"}
     assert rollout.file_diff(unchanged, read_now) == ""
+
+
+@pytest.mark.parametrize(
+    ("requested", "bind", "expected"),
+    [
+        (None, ["127.0.0.1:8000"], False),
+        (None, ["127.0.0.1:8000", "unix:/run/gunicorn.sock"], True),
+        (None, "unix:/run/myapp/gunicorn.sock", True),
+        (True, ["127.0.0.1:8000"], True),
+        # Asked for by name: gunicorn binds the socket itself (the sandbox check says whether it can).
+        (False, ["unix:/run/gunicorn.sock"], False),
+    ],
+)
+def test_socket_activation_is_on_for_unix_sockets_unless_asked_otherwise(requested, bind, expected) -> None:
+    assert socket_activation(requested, bind) is expected

@@ -38,7 +38,8 @@ def render(template: str, **changes: Any) -> str:
     env.filters.update(role_filters())
     context: dict[str, Any] = {
         "gunicorn_history_dir": "/var/lib/djdeploy/history",
-        "gunicorn_socket_activation": False,
+        "_gunicorn_socket_activation": False,
+        "_gunicorn_runtime_directory": "gunicorn",
         "_gunicorn_socket_name": "gunicorn.socket",
         "_gunicorn_sandbox": sandbox(["/srv/demo/data"], {}),
         "_gunicorn_listen_streams": ["127.0.0.1:8000"],
@@ -110,17 +111,17 @@ def test_without_socket_activation_the_unit_needs_no_socket() -> None:
 
 
 def test_with_socket_activation_the_service_requires_its_socket() -> None:
-    rendered = directives(render("gunicorn.service.j2", gunicorn_socket_activation=True))
+    rendered = directives(render("gunicorn.service.j2", _gunicorn_socket_activation=True))
     assert ["Requires", "gunicorn.socket"] in rendered
     assert ["After", "network.target gunicorn.socket"] in rendered
 
 
 def test_the_socket_unit_listens_where_gunicorn_binds() -> None:
-    text = render("gunicorn.socket.j2", _gunicorn_listen_streams=["127.0.0.1:8000", "/run/gunicorn/app.sock"])
+    text = render("gunicorn.socket.j2", _gunicorn_listen_streams=["127.0.0.1:8000", "/run/app/gunicorn.sock"])
     assert directives(text) == [
         ["Description", "listening socket of gunicorn serving demoproject.wsgi:application"],
         ["ListenStream", "127.0.0.1:8000"],
-        ["ListenStream", "/run/gunicorn/app.sock"],
+        ["ListenStream", "/run/app/gunicorn.sock"],
         ["Backlog", "2048"],
         ["WantedBy", "sockets.target"],
     ]
