@@ -28,10 +28,13 @@ import difflib
 from collections.abc import Iterable, Mapping
 from typing import Any, TypedDict
 
+import posixpath
+
 from djdeploy.errors import DjdeployError
 from djdeploy.gunicorn_settings import SETTINGS
+from djdeploy.hardening import write_paths
 
-__all__ = ["DJDEPLOY_HOOKS", "Adopted", "adopt", "config_records"]
+__all__ = ["DJDEPLOY_HOOKS", "Adopted", "adopt", "config_records", "kept_read_write_paths"]
 
 # The server hooks djdeploy's config defines itself (warm-up, socket hand-over, readiness).
 DJDEPLOY_HOOKS = frozenset(
@@ -160,6 +163,22 @@ def _checked_by_host(reading: Mapping[str, Any], overrides: Mapping[str, object]
 
 def _sized(name: str) -> bool:
     return name in SETTINGS and SETTINGS[name].managed
+
+
+def kept_read_write_paths(adopted: Mapping[str, Any] | None, working_directory: str | None,
+                          socket_activation: bool, runtime_directory: str | None) -> list[str]:
+    """The directories the user's own kept settings make the service write (their log files'
+    directories, their pid file's, their unix socket's when gunicorn binds it): the running
+    service writes there today, so the new unit's sandbox lets it go on doing so. What an
+    override asks for is not here: that is declared in gunicorn_read_write_paths, or refused."""
+    if not adopted:
+        return []
+    user = adopted["user_settings"]
+    values = {**{name: adopted["kept"][name]["value"] for name in adopted["kept"]}, **adopted["carried"]}
+    mine = {name: values[name] for name in values if name in user}
+    found = write_paths(mine, None, working_directory, socket_activation, runtime_directory)
+    return list(dict.fromkeys(posixpath.dirname(path["path"]) if path["kind"] == "file" else path["path"]
+                              for path in found if path["systemd"] is None))
 
 
 def _nothing_kept() -> Adopted:

@@ -24,7 +24,7 @@ from typing import Any
 from djdeploy.errors import DjdeployError, type_name
 from djdeploy.rollout import bind_list, check_unit_path
 
-__all__ = ["DEFAULT_SANDBOX", "SANDBOX_DIRECTIVES", "sandbox", "write_paths"]
+__all__ = ["DEFAULT_SANDBOX", "SANDBOX_DIRECTIVES", "sandbox", "unit_sandbox", "write_paths"]
 
 OVERRIDES_INPUT = "gunicorn_hardening_overrides"
 READ_WRITE_INPUT = "gunicorn_read_write_paths"
@@ -116,6 +116,22 @@ def sandbox(read_write_paths: Sequence[str] | None, overrides: Mapping[str, Any]
         # Next to ProtectSystem=, the rule these paths are the exception to.
         lines = {**{"ProtectSystem": lines.pop("ProtectSystem", [])}, "ReadWritePaths": [" ".join(paths)], **lines}
     return [[name, value] for name, values in lines.items() for value in values]
+
+
+def unit_sandbox(unit_text: str) -> list[list[str]]:
+    """The sandboxing lines a unit file really has, [directive, value] in order: what a restored
+    unit (djdeploy's, or the user's own with none at all) runs in, so the checks before a
+    rollback run there too. Only directives djdeploy writes or lets an app change are read."""
+    lines, section = [], None
+    for raw in unit_text.splitlines():
+        line = raw.strip()
+        if line.startswith("[") and line.endswith("]"):
+            section = line
+            continue
+        name, sep, value = line.partition("=")
+        if section == "[Service]" and sep and (name in SANDBOX_DIRECTIVES or name == "ReadWritePaths"):
+            lines.append([name, value])
+    return lines
 
 
 def _read_write_paths(paths: Sequence[str] | None) -> list[str]:

@@ -146,7 +146,7 @@ def test_a_config_directory_that_was_there_stays_with_the_users_file(lab):
 def test_a_failed_first_tune_leaves_no_config_directory_behind(lab):
     """The rescue of a change that does not boot restores the baseline the same way."""
     found = host_files(lab, "web03")
-    failed = ran(lab, "tune", "web03", "--set", "worker_tmp_dir=/nonexistent", exit_code=3)
+    failed = ran(lab, "tune", "web03", "--set", NO_WORKER_CAN_START, exit_code=3)
     assert failed["outcome"] == "rolled_back" and failed["message"].endswith("-baseline, which serves"), failed
     assert host_files(lab, "web03") == found
     assert serves_dashboard(lab, "web03")

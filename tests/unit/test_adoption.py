@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from djdeploy.adoption import adopt, config_records
+from djdeploy.adoption import adopt, config_records, kept_read_write_paths
 from djdeploy.errors import DjdeployError
 from djdeploy.sizing import plan
 
@@ -257,3 +257,17 @@ def test_an_override_the_host_refuses_or_djdeploy_owns_is_refused_naming_it(name
 def test_an_override_the_host_could_not_check_is_refused():
     with pytest.raises(DjdeployError, match="cannot check access_log_format"):
         adopt(None, asked=[], resets=[], host_overrides={"access_log_format": "%(h)s"})
+
+
+def test_the_users_own_log_and_pid_directories_stay_writable_but_not_what_an_override_asks():
+    adopted = adopt({**reading_of({"accesslog": entry("/var/log/gunicorn/access.log"), "errorlog": entry("-"),
+                                   "pidfile": entry("run/app.pid"), "bind": entry("unix:/srv/app/app.sock")}),
+                     "overrides": {"worker_tmp_dir": {"value": "/var/tmp/w"}}},
+                    asked=[], resets=[], host_overrides={})
+    assert kept_read_write_paths(adopted, "/srv/app", False, "gunicorn") == [
+        "/srv/app", "/var/log/gunicorn", "/srv/app/run"]
+    # systemd binds a unix socket for a socket unit: nothing to allow for it then.
+    assert kept_read_write_paths(adopted, "/srv/app", True, "gunicorn") == ["/var/log/gunicorn", "/srv/app/run"]
+    asked = adopt(reading_of({"accesslog": entry("/var/log/gunicorn/access.log")}), asked=["accesslog"], resets=[])
+    assert kept_read_write_paths(asked, "/srv/app", False, "gunicorn") == []
+    assert kept_read_write_paths(None, "/srv/app", False, "gunicorn") == []

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from djdeploy.errors import DjdeployError, ExitCode
-from djdeploy.hardening import sandbox, write_paths
+from djdeploy.hardening import sandbox, unit_sandbox, write_paths
 
 DEFAULT_LINES = [
     ["ProtectSystem", "strict"],
@@ -296,3 +296,13 @@ def test_write_paths_refuse_read_write_paths_that_could_escape_the_unit() -> Non
     with pytest.raises(DjdeployError) as caught:
         write_paths({}, "/srv/demo/data", "/srv/demo/app")
     assert caught.value.message == "gunicorn_read_write_paths must be a list of absolute paths, got str '/srv/demo/data'"
+
+
+def test_unit_sandbox_reads_the_sandbox_a_unit_file_really_has():
+    unit = ("[Unit]\nDescription=x\nProtectSystem=strict\n[Service]\nUser=demo\nExecStart=/bin/true\n"
+            "ProtectSystem=strict\nReadWritePaths=/srv/demo/data /var/log/gunicorn\nSystemCallFilter=@system-service\n"
+            "SystemCallFilter=~@privileged\n[Install]\nWantedBy=multi-user.target\n")
+    assert unit_sandbox(unit) == [["ProtectSystem", "strict"], ["ReadWritePaths", "/srv/demo/data /var/log/gunicorn"],
+                                  ["SystemCallFilter", "@system-service"], ["SystemCallFilter", "~@privileged"]]
+    # A unit of the user's own, with no sandbox: the checks run without one.
+    assert unit_sandbox("[Service]\nUser=demo\nExecStart=/srv/venv/bin/gunicorn app:wsgi\n") == []
