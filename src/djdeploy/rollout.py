@@ -417,20 +417,42 @@ def normalized(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def foreign_socket_unit(service: Mapping[str, Any]) -> str | None:
-    """Why a tune leaves alone a service that a socket unit of the user's own starts (a guide's
-    gunicorn.socket), or None when no such unit does.
+def reused_socket_unit(service: Mapping[str, Any], bind: list[str], socket_activation: bool | None,
+                       unit_dest: str) -> dict[str, str] | None:
+    """The socket unit of the user's own that the new unit keeps using ({"name", "text"}), or
+    None when the service has none or djdeploy wrote it. Raises DjdeployError, naming it, when
+    one starts the service but cannot be kept as it is.
 
-    djdeploy cannot take such a unit over yet without refusing connections: the unit it would
-    write instead has to bind the address the user's socket holds (measured: 344 requests failed
-    when a tune replaced one)."""
+    Kept byte for byte, it stays where it is and keeps its listening socket open while the
+    service restarts under the new unit, so no connection is refused in either direction (a
+    rollback restores the user's service unit beside the same socket unit). It is kept when it
+    listens on exactly the addresses the new bind names, sits next to the unit djdeploy writes,
+    and its text could be read; replacing it instead refused connections (344 requests failed
+    through nginx in one such tune)."""
     socket = service.get("socket")
     if not socket or socket.get("written_by_djdeploy"):
         return None
-    listen = ", ".join(socket.get("listen") or []) or "an address djdeploy could not read"
+    listen = socket.get("listen") or []
     starts = PurePosixPath(service["fragment_path"]).name if service.get("fragment_path") else "the service"
-    return (f"{socket.get('unit')} (listening on {listen}) starts {starts}: taking over a socket unit of your own "
-            "is not supported yet, since the switch would refuse connections; nothing was changed")
+    head = f"{socket.get('unit')} (listening on {', '.join(listen) or 'an address djdeploy could not read'}) starts {starts}"
+    if socket_activation is False:
+        why = "gunicorn_socket_activation is false, which would remove it and refuse connections"
+    elif sorted(_listen_address(address) for address in bind) != sorted(listen):
+        why = (f"it does not listen on exactly the addresses the new bind names ({', '.join(bind)}), and replacing "
+               "it would refuse connections")
+    elif not socket.get("text") or not socket.get("fragment_path"):
+        why = "its unit file could not be read, so it could not be kept as it is"
+    elif str(PurePosixPath(unit_dest).parent / str(socket.get("unit"))) != socket["fragment_path"]:
+        why = f"it lives in {socket['fragment_path']}, not next to the unit djdeploy writes ({unit_dest})"
+    else:
+        return {"name": str(socket["unit"]), "text": str(socket["text"])}
+    raise DjdeployError(f"{head}: {why}; nothing was changed",
+                        fix="set gunicorn_bind to the addresses the socket unit listens on")
+
+
+def _listen_address(address: str) -> str:
+    """How systemd's Listen= shows a bind address: a unix socket by its path."""
+    return address[len("unix:"):] if address.startswith("unix:") else address
 
 
 def health_advice(status: int, url: str, host_header: str, message: str = "") -> str:

@@ -99,29 +99,70 @@ def test_the_guides_host_serves_through_its_socket_unit(guide_host):
     assert done.stdout == "200"
 
 
-@pytest.mark.parametrize("with_bind", [False, True], ids=["as found", "gunicorn_bind set to the socket"])
-@pytest.mark.covers(kind="fault", case="a socket unit of the user's own starts the service (a guide's gunicorn.socket, "
-                                       "settings as ExecStart flags, nginx over /run/gunicorn.sock)", exit_code=2,
-                    end="refused before any change, naming the socket unit; units, socket and master untouched; "
-                        "no request failed")
-def test_tune_leaves_a_socket_unit_of_the_users_own_alone(guide_host, with_bind):
-    lab, inventory_with_bind = guide_host
-    inventory = inventory_with_bind if with_bind else lab.inventory
-    before = host_state(lab)
+def under_probe(lab: LabHosts, *commands: tuple[str, ...], inventory: str | None = None) -> list[dict]:
+    """Run djdeploy commands with probe traffic through nginx the whole time; every request must
+    succeed, and each run's record is returned."""
     offset = int(lab.sh("web01", f"stat -c %s {ACCESS_LOG}"))
-    with Load(f"{lab.hosts['web01']['url']}dashboard/", connections=2, rate=5, max_seconds=300) as load:
-        checked = djdeploy("tune", "web01", "-i", inventory, "--check", "--json")
-        done = djdeploy("tune", "web01", "-i", inventory, "--json")
-    for run in (checked, done):
-        record = json.loads(run.stdout)["hosts"]["web01"]
-        assert (run.returncode, record["outcome"]) == (2, "refused"), run.stdout
-        assert ("Refuse to take over a socket unit djdeploy did not write: gunicorn.socket (listening on "
-                "/run/gunicorn.sock) starts gunicorn.service: taking over a socket unit of your own is not supported "
-                "yet") in record["message"], record["message"]
-    assert host_state(lab) == before
+    with Load(f"{lab.hosts['web01']['url']}dashboard/", connections=2, rate=5, max_seconds=600) as load:
+        runs = [djdeploy(*command, "-i", inventory or lab.inventory, "--json") for command in commands]
     summary = summarize(load.samples())
     nginx = nginx_failures(lab.sh("web01", f"tail -c +{offset + 1} {ACCESS_LOG}").splitlines())
-    assert summary["requests"] > 10 and (summary["failed"], summary["errors"], nginx) == (0, [], {})
+    assert summary["requests"] > 10 and (summary["failed"], summary["errors"], nginx) == (0, [], {}), summary
+    return [{"exit": run.returncode, **json.loads(run.stdout)["hosts"]["web01"]} for run in runs]
+
+
+@pytest.mark.covers(kind="fault", case="a socket unit of the user's own that does not listen on the bind asked for "
+                                       "(gunicorn.socket on /run/gunicorn.sock, gunicorn_bind 127.0.0.1:8000)",
+                    exit_code=2, end="refused before any change, naming the socket unit; units, socket and master "
+                                     "untouched; no request failed")
+def test_a_socket_unit_of_the_users_own_that_the_bind_leaves_is_refused(guide_host, tmp_path):
+    lab, _ = guide_host
+    inventory = yaml.safe_load(Path(lab.inventory).read_text())
+    inventory["all"]["vars"]["gunicorn_bind"] = ["127.0.0.1:8000"]
+    elsewhere = tmp_path / "inventory.yml"
+    elsewhere.write_text(yaml.safe_dump(inventory))
+    before = host_state(lab)
+    (record,) = under_probe(lab, ("tune", "web01"), inventory=str(elsewhere))
+    assert (record["exit"], record["outcome"]) == (2, "refused"), record
+    assert ("gunicorn.socket (listening on /run/gunicorn.sock) starts gunicorn.service: it does not listen on exactly "
+            "the addresses the new bind names (127.0.0.1:8000)") in record["message"], record["message"]
+    assert host_state(lab) == before
+
+
+@pytest.mark.covers(kind="input", case="a socket unit of the user's own (a guide's gunicorn.socket on "
+                                       "/run/gunicorn.sock, settings as ExecStart flags, nginx over the socket)",
+                    exit_code=0, end="the socket unit kept byte for byte and open throughout: tune, a second tune "
+                                     "unchanged, rollback and a second rollback with no failed request")
+def test_the_guides_socket_unit_is_kept_open_through_tune_and_rollbacks(guide_host):
+    lab, _ = guide_host
+    socket_before = lab.sh("web01", f"sha256sum {SOCKET}")
+    unit_before = lab.sh("web01", f"sha256sum {UNIT}")
+    checked, tuned, again = under_probe(lab, ("tune", "web01", "--check"), ("tune", "web01"), ("tune", "web01"))
+    assert (checked["outcome"], checked["change"]) == ("would_apply", "restart"), checked
+    assert SOCKET not in checked["diff"] and f"+++ {UNIT}" in checked["diff"]
+    for name, value in (("workers", 3), ("bind", ["unix:/run/gunicorn.sock"]), ("accesslog", "-")):
+        assert checked["settings"][name] == value and checked["reasons"][name].endswith("kept from command line")
+    assert (tuned["exit"], tuned["outcome"], tuned["change"]) == (0, "applied", "restart"), tuned["message"]
+    assert "socket-activated by gunicorn.socket" in tuned["message"], tuned["message"]
+    assert (again["exit"], again["outcome"]) == (0, "unchanged"), again
+    assert lab.sh("web01", f"sha256sum {SOCKET}") == socket_before
+    assert "--config /etc/gunicorn/gunicorn.conf.py" in lab.sh("web01", f"grep ^ExecStart= {UNIT}")
+    # systemd (pid 1) still holds the very socket gunicorn serves on.
+    listeners = lab.sh("web01", "ss -lxpH src /run/gunicorn.sock")
+    assert '("systemd",pid=1,' in listeners and '("gunicorn",' in listeners and len(listeners.splitlines()) == 1
+    # The access log to stdout goes on, into the journal.
+    assert "GET /dashboard/" in lab.sh("web01", "journalctl -u gunicorn --since -20s --no-pager -o cat | tail -n 5")
+
+    back, forth = under_probe(lab, ("rollback", "web01"), ("rollback", "web01"))
+    assert (back["exit"], back["outcome"], back["change"]) == (0, "applied", "restart"), back["message"]
+    assert back["restores"].endswith("-baseline")
+    assert (forth["exit"], forth["outcome"]) == (0, "applied"), forth["message"]
+    assert lab.sh("web01", f"sha256sum {SOCKET}") == socket_before
+    rolled_back_again_to_the_tune = lab.sh("web01", f"sha256sum {UNIT}")
+    assert rolled_back_again_to_the_tune != unit_before
+    (home,) = under_probe(lab, ("rollback", "web01"))
+    assert (home["exit"], home["outcome"]) == (0, "applied"), home["message"]
+    assert lab.sh("web01", f"sha256sum {UNIT} {SOCKET}") == unit_before + socket_before
 
 
 @pytest.mark.parametrize("with_bind", [False, True], ids=["as found", "gunicorn_bind set to the socket"])

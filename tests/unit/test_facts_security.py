@@ -146,7 +146,7 @@ def test_socket_unit_is_read_from_triggered_by() -> None:
     assert socket == {"unit": "gunicorn.socket", "active_state": "active",
                       "fragment_path": "/nonexistent/gunicorn.socket", "sha256": None,
                       # A file that cannot be read is not known to be djdeploy's.
-                      "written_by_djdeploy": False, "listen": ["127.0.0.1:8000", "/run/app.sock"]}
+                      "written_by_djdeploy": False, "text": None, "listen": ["127.0.0.1:8000", "/run/app.sock"]}
     assert facts.socket_unit(module, "", warnings) is None
     assert facts.socket_unit(module, "gunicorn.path", warnings) is None
 

@@ -970,27 +970,49 @@ def test_health_advice_names_what_to_set(status, message, says):
     assert says in rollout.health_advice(status, "http://127.0.0.1:8000/healthz", "shop.internal", message)
 
 
-# --- foreign_socket_unit ----------------------------------------------------------------------
+# --- reused_socket_unit -----------------------------------------------------------------------
 
+GUIDE_SOCKET_TEXT = "[Socket]\nListenStream=/run/gunicorn.sock\n"
 GUIDE_SOCKET = {"unit": "gunicorn.socket", "active_state": "active", "fragment_path": "/etc/systemd/system/gunicorn.socket",
-                "sha256": "ab" * 32, "written_by_djdeploy": False, "listen": ["/run/gunicorn.sock"]}
+                "sha256": "ab" * 32, "written_by_djdeploy": False, "listen": ["/run/gunicorn.sock"],
+                "text": GUIDE_SOCKET_TEXT}
+UNIT_DEST = "/etc/systemd/system/gunicorn.service"
+GUIDE_BIND = ["unix:/run/gunicorn.sock"]
 
 
-@pytest.mark.parametrize(("socket", "refused"), [
-    (None, False),
-    ({**GUIDE_SOCKET, "written_by_djdeploy": True}, False),
-    (GUIDE_SOCKET, True),
-    # A socket file that could not be read is not known to be djdeploy's.
-    ({**GUIDE_SOCKET, "fragment_path": None, "sha256": None, "written_by_djdeploy": False, "listen": []}, True),
+@pytest.mark.parametrize("socket", [None, {**GUIDE_SOCKET, "written_by_djdeploy": True}])
+def test_no_socket_unit_or_djdeploys_own_is_not_reused(socket):
+    service = {"fragment_path": UNIT_DEST, "socket": socket}
+    assert rollout.reused_socket_unit(service, GUIDE_BIND, None, UNIT_DEST) is None
+
+
+@pytest.mark.parametrize("activation", [None, True])
+def test_a_socket_unit_of_the_users_own_on_the_bind_is_kept_byte_for_byte(activation):
+    service = {"fragment_path": UNIT_DEST, "socket": GUIDE_SOCKET}
+    assert rollout.reused_socket_unit(service, GUIDE_BIND, activation, UNIT_DEST) == {
+        "name": "gunicorn.socket", "text": GUIDE_SOCKET_TEXT}
+    tcp = {**GUIDE_SOCKET, "listen": ["127.0.0.1:8000", "/run/gunicorn.sock"]}
+    assert rollout.reused_socket_unit({"fragment_path": UNIT_DEST, "socket": tcp},
+                                      ["unix:/run/gunicorn.sock", "127.0.0.1:8000"], activation, UNIT_DEST)
+
+
+@pytest.mark.parametrize(("socket", "bind", "activation", "why"), [
+    (GUIDE_SOCKET, ["127.0.0.1:8000"], None, "it does not listen on exactly the addresses the new bind names "
+                                             "(127.0.0.1:8000)"),
+    (GUIDE_SOCKET, GUIDE_BIND, False, "gunicorn_socket_activation is false, which would remove it"),
+    ({**GUIDE_SOCKET, "text": None}, GUIDE_BIND, None, "its unit file could not be read"),
+    ({**GUIDE_SOCKET, "fragment_path": "/lib/systemd/system/gunicorn.socket"}, GUIDE_BIND, None,
+     "it lives in /lib/systemd/system/gunicorn.socket, not next to the unit djdeploy writes"),
+    ({**GUIDE_SOCKET, "fragment_path": None, "sha256": None, "listen": [], "text": None}, GUIDE_BIND, None,
+     "it does not listen on exactly the addresses"),
 ])
-def test_a_socket_unit_of_the_users_own_is_left_alone(socket, refused):
-    service = {"fragment_path": "/etc/systemd/system/gunicorn.service", "socket": socket}
-    message = rollout.foreign_socket_unit(service)
-    assert (message is not None) is refused
-    if refused:
-        assert message.startswith(f"gunicorn.socket (listening on {', '.join(socket['listen']) or 'an address'}")
-        assert "starts gunicorn.service: taking over a socket unit of your own is not supported yet" in message
-        assert message.endswith("nothing was changed")
+def test_a_socket_unit_of_the_users_own_that_cannot_be_kept_is_refused_naming_it(socket, bind, activation, why):
+    service = {"fragment_path": UNIT_DEST, "socket": socket}
+    with pytest.raises(DjdeployError) as refused:
+        rollout.reused_socket_unit(service, bind, activation, UNIT_DEST)
+    message = str(refused.value)
+    assert message.startswith(f"gunicorn.socket (listening on {', '.join(socket['listen']) or 'an address'}")
+    assert "starts gunicorn.service: " + why in message and "nothing was changed" in message
 
 
 def test_file_diff_reads_the_old_text_from_where_it_is_now():

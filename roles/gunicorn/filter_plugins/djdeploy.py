@@ -52,7 +52,7 @@ class FilterModule:
             "djdeploy_previous_settings": rollout.previous_settings,
             "djdeploy_verify_targets": _refusing(rollout.verify_targets),
             "djdeploy_health_advice": rollout.health_advice,
-            "djdeploy_foreign_socket_unit": rollout.foreign_socket_unit,
+            "djdeploy_reused_socket_unit": _refusing(rollout.reused_socket_unit),
             "djdeploy_file_diff": rollout.file_diff,
             "djdeploy_python_literal": pyliteral.python_literal,
             "djdeploy_comment": pyliteral.comment_text,

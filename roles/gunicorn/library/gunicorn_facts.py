@@ -294,6 +294,9 @@ gunicorn_facts:
             written_by_djdeploy:
               description: Whether djdeploy rendered the socket unit file (its first line says so).
               type: bool
+            text:
+              description: The socket unit file's text; null if it cannot be read.
+              type: str
             listen:
               description: The addresses systemd listens on for the service.
               type: list
@@ -1031,6 +1034,8 @@ def socket_unit(module, triggered_by, warnings):
         "sha256": warnings.attempt("socket unit file", sha256_of, fragment_path) if fragment_path else None,
         "written_by_djdeploy": bool(fragment_path)
         and bool(warnings.attempt("socket unit file", written_by_djdeploy, fragment_path)),
+        # A socket unit is kept as it is, so its text goes into the next state unchanged.
+        "text": warnings.attempt("socket unit file", read_text, fragment_path) if fragment_path else None,
         # "127.0.0.1:8000 (Stream)"
         "listen": [re.sub(r" \(\w+\)$", "", value) for value in properties.get("Listen", []) if value],
     }
