@@ -15,6 +15,8 @@ description:
     holder's run id in C(takeover) (its run is known to be gone); then the lock is taken over
     and the module warns whose it was.
   - C(state=released) removes the lock only if this run holds it; another run's lock is left.
+    The directories the lock's run created for it go too, when nothing else was put in them (a
+    run refused before it wrote anything leaves no trace).
   - Acquiring again with the same run id renews the expiry.
 version_added: "0.1.0"
 author:
@@ -111,11 +113,21 @@ def describe(held):
     )
 
 
+def missing_directories(directory):
+    """The directories from `directory` up that do not exist, deepest first."""
+    missing = []
+    while directory and directory != "/" and not os.path.lexists(directory):
+        missing.append(directory)
+        directory = os.path.dirname(directory)
+    return missing
+
+
 def acquire(module, path, owner, now):
-    lock = dict(owner, acquired_at=now, expires_at=now + module.params["ttl"])
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     if module.check_mode:
         return {"changed": False, "lock": read_lock(path)}
+    lock = dict(owner, acquired_at=now, expires_at=now + module.params["ttl"],
+                created_directories=missing_directories(os.path.dirname(path)))
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     if write_new(path, lock):
         return {"changed": True, "lock": lock}
     held = read_lock(path)
@@ -140,6 +152,11 @@ def release(path, owner):
     if held is None or held.get("run_id") != owner["run_id"]:
         return {"changed": False, "lock": held}
     os.unlink(path)
+    for directory in held.get("created_directories") or []:
+        try:
+            os.rmdir(directory)  # only when empty: a history written meanwhile stays
+        except OSError:
+            break
     return {"changed": True, "lock": None}
 
 
