@@ -213,12 +213,18 @@ def running_bind(service: Mapping[str, Any]) -> list[str] | None:
     return None
 
 
-def settings_read(service: Mapping[str, Any]) -> dict[str, Any]:
+def settings_read(service: Mapping[str, Any], *, with_defaults: bool = False) -> dict[str, Any]:
     """The plain values of the settings the running service's flags and config file set, as
-    read on the host by gunicorn's own rules (empty when they were not read)."""
+    read on the host by gunicorn's own rules (empty when they were not read); `with_defaults`:
+    over gunicorn's defaults for that version, so every setting in force is there."""
     reading = service.get("settings_read") or {}
-    return {name: entry["value"] for name, entry in (reading.get("settings") or {}).items()
-            if entry.get("plain") and entry.get("value") is not None}
+    set_values = {name: entry["value"] for name, entry in (reading.get("settings") or {}).items()
+                  if entry.get("plain") and entry.get("value") is not None}
+    if not with_defaults or not set_values and not reading.get("registry"):
+        return set_values
+    defaults = {name: entry["default"] for name, entry in (reading.get("registry") or {}).items()
+                if entry.get("default") is not None}
+    return {**defaults, **set_values}
 
 
 def bind_list(bind: str | list[str] | tuple[str, ...]) -> list[str]:
@@ -405,7 +411,7 @@ def rollout_settled(
 def previous_settings(service: Mapping[str, Any]) -> dict[str, Any]:
     """What ran before the change, as well as it is known: live, else as read by gunicorn's rules,
     else the file's literals, else counts."""
-    known = service.get("live_settings") or settings_read(service) or service.get("config_settings")
+    known = service.get("live_settings") or settings_read(service, with_defaults=True) or service.get("config_settings")
     if known:
         return {**known, **({"bind": bind_list(known["bind"])} if known.get("bind") else {})}
     workers = service.get("workers")

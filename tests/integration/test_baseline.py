@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from conftest import LabHosts, run_json, serves_dashboard
+from conftest import NO_WORKER_CAN_START, LabHosts, run_json, serves_dashboard
 from djdeploy.lab.load import Load, nginx_failures, summarize
 
 pytestmark = pytest.mark.lab

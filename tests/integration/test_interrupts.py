@@ -27,7 +27,7 @@ pytestmark = pytest.mark.lab
 HISTORY = "/var/lib/djdeploy/history"
 LOCK = "/var/lib/djdeploy/lock"
 # Progress lines (task names as they end) that mark the stages a signal is sent at.
-BEFORE_BACKUP = "Gather CPU, memory, worker PSS and the running unit on the host"
+BEFORE_BACKUP = "Gather CPU, memory, worker PSS, the running unit and every setting it sets on the host"
 AFTER_WRITE = "Point LIVE at the new entry, then write the new config and unit atomically"
 BRIDGE_SERVES = "Start a warm bridge master outside the service's cgroup and wait until its workers serve"
 RECOVER_STOPS_BRIDGE = "Stop a warm bridge master that the stopped run left serving"

@@ -39,7 +39,9 @@ def test_a_fresh_host_is_tuned_to_the_computed_workers_and_serves(tuned):
     record = result["hosts"]["web01"]
     assert code == 0, record
     assert record["outcome"] == "applied"
-    assert record["previous"] == {"workers": 1}
+    # What ran before: gunicorn's defaults (one sync worker), with the bind its flag set.
+    assert (record["previous"]["workers"], record["previous"]["worker_class"]) == (1, "sync")
+    assert record["previous"]["bind"] == ["127.0.0.1:8000"] and record["previous"]["timeout"] == 30
     assert record["settings"]["workers"] == 5  # 2 CPUs × 2 + 1
     assert record["reasons"]["workers"].startswith("workers=5: 2 CPUs × 2 + 1; memory allows")
     assert record["settings"]["bind"] == ["127.0.0.1:8000"]
@@ -114,7 +116,8 @@ def test_check_mode_shows_the_plan_and_touches_nothing(lab_factory):
 @pytest.mark.parametrize(
     ("args", "culprit"),
     [
-        (["--set", "workres=4"], "did you mean 'workers'"),
+        (["--set", "workres=4"], "workres (from --set): not a gunicorn 27.0.1 setting; nothing was changed; did you "
+                                 "mean workers"),
         (["--set", "workers=0"], "workers"),
         (["--set", "timeout=-5"], "timeout"),
         (["--set", "workers"], "--set workers"),

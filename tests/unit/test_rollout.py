@@ -1042,3 +1042,15 @@ def test_file_diff_reads_the_old_text_from_where_it_is_now():
 )
 def test_socket_activation_is_on_for_unix_sockets_unless_asked_otherwise(requested, bind, expected) -> None:
     assert socket_activation(requested, bind) is expected
+
+
+def test_what_ran_before_is_gunicorns_defaults_with_what_the_service_set():
+    reading = {"settings": {"bind": {"source": "command line", "value": ["unix:/run/app.sock"], "hook": False,
+                                     "plain": True},
+                            "post_fork": {"source": "config", "value": None, "hook": True, "plain": False}},
+               "registry": {"workers": {"default": 1}, "bind": {"default": ["127.0.0.1:8000"]},
+                            "post_fork": {"default": None}}}
+    assert rollout.previous_settings({"settings_read": reading}) == {"workers": 1, "bind": ["unix:/run/app.sock"]}
+    # Live settings from the control socket say it all.
+    assert rollout.previous_settings({"settings_read": reading, "live_settings": {"workers": 4}}) == {"workers": 4}
+    assert rollout.previous_settings({"workers": [{"pid": 1}, {"pid": 2}]}) == {"workers": 2}
