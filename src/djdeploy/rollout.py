@@ -213,18 +213,12 @@ def running_bind(service: Mapping[str, Any]) -> list[str] | None:
     return None
 
 
-def settings_read(service: Mapping[str, Any], *, with_defaults: bool = False) -> dict[str, Any]:
+def settings_read(service: Mapping[str, Any]) -> dict[str, Any]:
     """The plain values of the settings the running service's flags and config file set, as
-    read on the host by gunicorn's own rules (empty when they were not read); `with_defaults`:
-    over gunicorn's defaults for that version, so every setting in force is there."""
+    read on the host by gunicorn's own rules (empty when they were not read)."""
     reading = service.get("settings_read") or {}
-    set_values = {name: entry["value"] for name, entry in (reading.get("settings") or {}).items()
-                  if entry.get("plain") and entry.get("value") is not None}
-    if not with_defaults or not set_values and not reading.get("registry"):
-        return set_values
-    defaults = {name: entry["default"] for name, entry in (reading.get("registry") or {}).items()
-                if entry.get("default") is not None}
-    return {**defaults, **set_values}
+    return {name: entry["value"] for name, entry in (reading.get("settings") or {}).items()
+            if entry.get("plain") and entry.get("value") is not None}
 
 
 def bind_list(bind: str | list[str] | tuple[str, ...]) -> list[str]:
@@ -409,13 +403,18 @@ def rollout_settled(
 
 
 def previous_settings(service: Mapping[str, Any]) -> dict[str, Any]:
-    """What ran before the change, as well as it is known: live, else as read by gunicorn's rules,
-    else the file's literals, else counts."""
-    known = service.get("live_settings") or settings_read(service, with_defaults=True) or service.get("config_settings")
-    if known:
-        return {**known, **({"bind": bind_list(known["bind"])} if known.get("bind") else {})}
-    workers = service.get("workers")
-    return {"workers": len(workers)} if workers else {}
+    """What ran before the change, as well as it is known: live; else what the flags and config
+    file set (read by gunicorn's rules, else the file's literals), with the number of workers
+    running when they do not say."""
+    known = service.get("live_settings")
+    if not known:
+        known = settings_read(service) or service.get("config_settings") or {}
+        workers = service.get("workers")
+        if workers and "workers" not in known:
+            known = {**known, "workers": len(workers)}
+    if not known:
+        return {}
+    return {**known, **({"bind": bind_list(known["bind"])} if known.get("bind") else {})}
 
 
 def normalized(value: Any) -> Any:

@@ -1044,13 +1044,14 @@ def test_socket_activation_is_on_for_unix_sockets_unless_asked_otherwise(request
     assert socket_activation(requested, bind) is expected
 
 
-def test_what_ran_before_is_gunicorns_defaults_with_what_the_service_set():
-    reading = {"settings": {"bind": {"source": "command line", "value": ["unix:/run/app.sock"], "hook": False,
+def test_what_ran_before_is_what_the_service_set_with_the_workers_running():
+    reading = {"settings": {"bind": {"source": "command line", "value": "unix:/run/app.sock", "hook": False,
                                      "plain": True},
-                            "post_fork": {"source": "config", "value": None, "hook": True, "plain": False}},
-               "registry": {"workers": {"default": 1}, "bind": {"default": ["127.0.0.1:8000"]},
-                            "post_fork": {"default": None}}}
-    assert rollout.previous_settings({"settings_read": reading}) == {"workers": 1, "bind": ["unix:/run/app.sock"]}
+                            "post_fork": {"source": "config", "value": None, "hook": True, "plain": False}}}
+    running = [{"pid": 1}, {"pid": 2}]
+    assert rollout.previous_settings({"settings_read": reading, "workers": running}) == {
+        "workers": 2, "bind": ["unix:/run/app.sock"]}
     # Live settings from the control socket say it all.
     assert rollout.previous_settings({"settings_read": reading, "live_settings": {"workers": 4}}) == {"workers": 4}
-    assert rollout.previous_settings({"workers": [{"pid": 1}, {"pid": 2}]}) == {"workers": 2}
+    assert rollout.previous_settings({"workers": running}) == {"workers": 2}
+    assert rollout.previous_settings({}) == {}
