@@ -291,6 +291,30 @@ def _restart_held(unit: Mapping[str, str], main_pid: int, running_bind: list[str
                                  "connections waited instead of being refused"}
 
 
+def restart_forecast(service: Mapping[str, Any], new_bind: list[str], socket_text: str | None) -> str:
+    """--check: whether the restart a change needs would refuse connections, said before it runs.
+
+    Judged as the restart itself judges (restart_plan): a socket unit that is added, changed or
+    removed stops gunicorn before the new listener binds; a kept socket unit, or systemd's file
+    descriptor store that djdeploy fills, holds the sockets unless the bind changes."""
+    running_socket = (service.get("socket") or {}).get("sha256") or None
+    new_socket = hashlib.sha256(socket_text.encode()).hexdigest() if socket_text else None
+    if new_socket != running_socket:
+        return ("restart: the socket unit would be added, changed or removed, so connections would be refused for "
+                "a moment, once")
+    if new_socket:
+        return ("restart: the socket unit stays as it is and holds the socket: connections would wait, none would be "
+                "refused")
+    running = running_bind(service)
+    if not service.get("main_pid"):
+        return "restart: no master runs now, so there is no connection to keep"
+    if running is not None and sorted(running) != sorted(new_bind):
+        return (f"restart: the bind changes from {','.join(running)} to {','.join(new_bind)}, so the new master "
+                "binds anew and connections to the old address would be refused")
+    return ("restart: systemd would hold the listening sockets (djdeploy hands them over if the master stored none) "
+            "and the new master take them over: connections would wait, none would be refused")
+
+
 SOCKET_SWAP_WHY = ("the socket unit was added, changed or removed, so gunicorn stopped before the new listener "
                    "could bind its address: connections were refused for that moment, once")
 

@@ -140,6 +140,8 @@ def test_the_guides_socket_unit_is_kept_open_through_tune_and_rollbacks(guide_ho
     checked, tuned, again = under_probe(lab, ("tune", "web01", "--check"), ("tune", "web01"), ("tune", "web01"))
     assert (checked["outcome"], checked["change"]) == ("would_apply", "restart"), checked
     assert SOCKET not in checked["diff"] and f"+++ {UNIT}" in checked["diff"]
+    assert checked["message"] == ("restart: the socket unit stays as it is and holds the socket: connections would "
+                                  "wait, none would be refused")
     for name, value in (("workers", 3), ("bind", ["unix:/run/gunicorn.sock"]), ("accesslog", "-")):
         assert checked["settings"][name] == value and checked["reasons"][name].endswith("kept from command line")
     assert (tuned["exit"], tuned["outcome"], tuned["change"]) == (0, "applied", "restart"), tuned["message"]

@@ -109,6 +109,7 @@ def test_tune_check_shows_each_setting_kept_and_changes_nothing(myapp):
         assert reasons[name].endswith(KEPT), reasons[name]
     assert settings["access_log_format"] == '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(L)s'
     assert record["previous"]["timeout"] == 60 and record["removed"] == {}
+    assert record["message"].startswith("restart: systemd would hold the listening sockets"), record["message"]
     # The diff of every file the change writes: here the new config and the user's unit.
     assert "--- /dev/null\n+++ /etc/gunicorn/gunicorn.conf.py\n" in record["diff"]
     assert ("-ExecStart=/srv/demo/venv/bin/gunicorn --config /etc/myapp/gunicorn.conf.py demoproject.wsgi:application\n"

@@ -1055,3 +1055,22 @@ def test_what_ran_before_is_what_the_service_set_with_the_workers_running():
     assert rollout.previous_settings({"settings_read": reading, "live_settings": {"workers": 4}}) == {"workers": 4}
     assert rollout.previous_settings({"workers": running}) == {"workers": 2}
     assert rollout.previous_settings({}) == {}
+
+
+SOCKET_TEXT = "[Socket]\nListenStream=/run/gunicorn.sock\n"
+
+
+@pytest.mark.parametrize(("service", "bind", "socket_text", "says"), [
+    ({"main_pid": 7, "socket": None, "live_settings": {"bind": ["127.0.0.1:8000"]}}, ["127.0.0.1:8000"], None,
+     "connections would wait, none would be refused"),
+    ({"main_pid": 7, "socket": None, "live_settings": {"bind": ["127.0.0.1:8000"]}}, ["127.0.0.1:8001"], None,
+     "the bind changes from 127.0.0.1:8000 to 127.0.0.1:8001, so the new master binds anew"),
+    ({"main_pid": 7, "socket": None}, ["unix:/run/gunicorn.sock"], SOCKET_TEXT,
+     "the socket unit would be added, changed or removed, so connections would be refused for a moment, once"),
+    ({"main_pid": 7, "socket": {"sha256": hashlib.sha256(SOCKET_TEXT.encode()).hexdigest()}},
+     ["unix:/run/gunicorn.sock"], SOCKET_TEXT, "the socket unit stays as it is and holds the socket"),
+    ({"main_pid": None, "socket": None}, ["127.0.0.1:8000"], None, "no master runs now"),
+])
+def test_check_says_whether_the_restart_would_refuse_connections(service, bind, socket_text, says):
+    forecast = rollout.restart_forecast(service, bind, socket_text)
+    assert forecast.startswith("restart: ") and says in forecast

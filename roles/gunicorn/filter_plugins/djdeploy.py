@@ -47,6 +47,7 @@ class FilterModule:
             "djdeploy_restart_plan": _refusing(rollout.restart_plan),
             "djdeploy_bridge_plan": _refusing(rollout.bridge_plan),
             "djdeploy_restart_message": _refusing(rollout.restart_message),
+            "djdeploy_restart_forecast": _refusing(rollout.restart_forecast),
             "djdeploy_rollout_problems": _refusing(rollout.rollout_problems),
             "djdeploy_rollout_settled": _refusing(rollout.rollout_settled),
             "djdeploy_previous_settings": rollout.previous_settings,
